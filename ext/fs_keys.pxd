@@ -1,0 +1,59 @@
+# cython: language_level=3
+# Key -> 64-bit hash, shared by every kernel that places keys (ring, shard map, router).
+#
+# The encoding is fixed and documented so services in other languages compute the same hash:
+#   str   -> its UTF-8 bytes
+#   bytes -> the bytes themselves
+#   int   -> 8 bytes, little-endian, of (key mod 2**64); accepted range [-2**63, 2**64)
+# and the hash is XXH3-64 with seed 0 over those bytes (== xxhash.xxh3_64_intdigest).
+#
+# Everything here is `cdef inline`: it is compiled into each kernel module that cimports it,
+# so no module imports another at run time.
+
+from libc.stdint cimport uint64_t, int64_t, uint8_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+cdef extern from "fs_xxh3.h" nogil:
+    # XXH3-64, seed 0, written from the XXH3 specification (ext/fs_xxh3.h).
+    uint64_t fs_xxh3_64(const void *data, size_t length)
+    # Same value as fs_xxh3_64 on the 8 little-endian bytes of `value`.
+    uint64_t fs_xxh3_64_u64(uint64_t value)
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
+    bint PyUnicode_CheckExact(object o)
+    bint PyBytes_CheckExact(object o)
+    bint PyLong_CheckExact(object o)
+    uint64_t PyLong_AsUnsignedLongLongMask(object o) except? <uint64_t>-1
+
+
+cdef inline uint64_t _int_key_bits(object key) except? 0xFFFFFFFFFFFFFFFF:
+    # Range check first so a huge int is an error, not silently truncated.
+    if key < -0x8000000000000000 or key > 0xFFFFFFFFFFFFFFFF:
+        from fastshard.errors import InvalidValueError
+        raise InvalidValueError(f"int key must be in [-2**63, 2**64), got {key}")
+    return PyLong_AsUnsignedLongLongMask(key)
+
+
+cdef inline int hash_object(object key, uint64_t *out) except -1:
+    """Hash one str/bytes/int key into *out; raise TypeError for anything else."""
+    cdef const char *p
+    cdef Py_ssize_t n
+    if PyUnicode_CheckExact(key) or isinstance(key, str):
+        p = PyUnicode_AsUTF8AndSize(key, &n)
+        out[0] = fs_xxh3_64(p, <size_t>n)
+        return 0
+    if PyBytes_CheckExact(key) or isinstance(key, bytes):
+        out[0] = fs_xxh3_64(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key))
+        return 0
+    if PyLong_CheckExact(key) or isinstance(key, int):
+        out[0] = fs_xxh3_64_u64(_int_key_bits(key))
+        return 0
+    _raise_key_type(key)
+    return -1
+
+
+cdef inline int _raise_key_type(object key) except -1:
+    from fastshard.errors import InvalidTypeError
+    raise InvalidTypeError(
+        f"key must be str, bytes or int, got {type(key).__name__}")

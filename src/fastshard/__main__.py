@@ -1,0 +1,3 @@
+from fastshard.cli import main
+
+raise SystemExit(main())
