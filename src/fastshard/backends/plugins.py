@@ -28,7 +28,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             pm.add_hookspecs(hookspecs)
             from fastshard.backends import memory
 
-            pm.register(memory, name="fastshard.backends.memory")
+            pm.register(memory, name="memory")
             # Our own pyproject also lists memory under the entry point group (so that
             # `pip show` style tooling sees it); loading skips names already registered.
             pm.load_setuptools_entrypoints("fastshard")
