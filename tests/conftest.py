@@ -1,33 +1,5 @@
-"""Shared test helpers.
+"""Shared test helpers (the reusable ones live in fastshard.testing, for plugin authors too)."""
 
-Integration tests talk to real servers on this machine. On a developer's laptop a test whose
-server is unreachable is skipped with the reason; under ``CI=true`` it fails instead, so a
-green CI run means the integration tests really ran.
-"""
+from fastshard.testing.servers import IN_CI, require_server, server_reachable
 
-from __future__ import annotations
-
-import os
-import socket
-
-import pytest
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def server_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def require_server(name: str, host: str, port: int) -> None:
-    """Skip (outside CI) or fail (under CI=true) unless ``host:port`` accepts connections."""
-    if server_reachable(host, port):
-        return
-    msg = f"{name} is not reachable on {host}:{port}"
-    if IN_CI:
-        pytest.fail(f"{msg}, and CI=true requires every integration test to run")
-    pytest.skip(msg)
+__all__ = ["IN_CI", "require_server", "server_reachable"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastshard.errors import (
+    FastshardError,
     InvalidTypeError,
     InvalidValueError,
     MessageTooLargeError,
@@ -33,6 +34,17 @@ from fastshard.errors import (
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
 MAX_KEY_BYTES = 64 * 1024
+
+#: the operation families a backend may offer (see ``Backend.capabilities``)
+QUEUES, KV, COUNTERS, LEASES = "queues", "kv", "counters", "leases"
+ALL_CAPABILITIES = frozenset({QUEUES, KV, COUNTERS, LEASES})
+
+
+class UnsupportedOperationError(FastshardError, NotImplementedError):
+    """The backend does not offer this family of operations (e.g. key-value on RabbitMQ).
+
+    Combine backends instead: queues on Kafka, metadata and counters on Redis.
+    """
 MAX_KV_KEY_CHARS = 512
 
 
@@ -149,6 +161,9 @@ class Backend(abc.ABC):
 
     #: the name it is registered under, e.g. ``"memory"``, ``"redis"``
     name: str = ""
+    #: which operation families it implements: a subset of :data:`ALL_CAPABILITIES`.
+    #: A message broker without a key-value store (Kafka, RabbitMQ) offers only ``queues``.
+    capabilities: frozenset[str] = ALL_CAPABILITIES
     #: largest message value accepted by :meth:`publish`
     max_message_bytes: int = 1024 * 1024
     #: seconds after which a consumed but unacked message is delivered again
@@ -157,9 +172,11 @@ class Backend(abc.ABC):
     # ---------------------------------------------------------------- lifecycle
     def ping(self) -> None:
         """Raise :class:`BackendUnavailableError` if the server cannot be reached."""
+        return None  # an in-process backend is always reachable; server backends override
 
     def close(self) -> None:
         """Release connections; idempotent."""
+        return None  # nothing to release in-process; server backends override
 
     def __enter__(self) -> Backend:
         return self
@@ -167,16 +184,25 @@ class Backend(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _require(self, family: str) -> None:
+        if family not in self.capabilities:
+            raise UnsupportedOperationError(
+                f"backend {self.name!r} offers {sorted(self.capabilities)}, not {family!r}"
+            )
+
     # ---------------------------------------------------------------- queues
     def create_queue(self, queue: str) -> None:
         """Create a queue (shard); creating one that exists is a no-op."""
+        self._require(QUEUES)
         self._create_queue(validate_name("queue", queue))
 
     def delete_queue(self, queue: str) -> None:
         """Delete a queue and its messages; deleting a missing one is a no-op."""
+        self._require(QUEUES)
         self._delete_queue(validate_name("queue", queue))
 
     def list_queues(self) -> list[str]:
+        self._require(QUEUES)
         return sorted(self._list_queues())
 
     def publish(
@@ -200,6 +226,7 @@ class Backend(abc.ABC):
         epoch: int = 0,
     ) -> list[str]:
         """Append messages in order; all are validated before any is sent."""
+        self._require(QUEUES)
         validate_name("queue", queue)
         hdrs = _validate_headers(headers)
         check_int("epoch", epoch, 0, 2**63 - 1)
@@ -237,6 +264,7 @@ class Backend(abc.ABC):
         first, with ``delivery_count`` raised. Within a queue, a group sees messages in
         publish order.
         """
+        self._require(QUEUES)
         validate_name("queue", queue)
         validate_name("group", group)
         validate_name("consumer", consumer)
@@ -248,6 +276,7 @@ class Backend(abc.ABC):
 
     def ack(self, queue: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge delivered messages; returns how many were pending and are now done."""
+        self._require(QUEUES)
         validate_name("queue", queue)
         validate_name("group", group)
         if isinstance(ids, str):
@@ -259,14 +288,17 @@ class Backend(abc.ABC):
 
     def backlog(self, queue: str, group: str) -> int:
         """Messages published to ``queue`` that ``group`` has not acked yet (consumer lag)."""
+        self._require(QUEUES)
         return self._backlog(validate_name("queue", queue), validate_name("group", group))
 
     # ---------------------------------------------------------------- key-value
     def kv_get(self, key: str) -> Versioned | None:
+        self._require(KV)
         return self._kv_get(validate_kv_key(key))
 
     def kv_set(self, key: str, value: bytes | str) -> int:
         """Write unconditionally; returns the new version."""
+        self._require(KV)
         return self._kv_set(validate_kv_key(key), _as_bytes("value", value))
 
     def kv_cas(self, key: str, value: bytes | str, expected_version: int) -> int | None:
@@ -275,31 +307,38 @@ class Backend(abc.ABC):
         Returns the new version, or ``None`` if another writer got there first. Exactly one
         of several concurrent writers with the same ``expected_version`` succeeds.
         """
+        self._require(KV)
         check_int("expected_version", expected_version, 0, 2**63 - 1)
         return self._kv_cas(validate_kv_key(key), _as_bytes("value", value), expected_version)
 
     def kv_delete(self, key: str) -> bool:
+        self._require(KV)
         return self._kv_delete(validate_kv_key(key))
 
     def kv_keys(self, prefix: str = "") -> list[str]:
+        self._require(KV)
         if not isinstance(prefix, str):
             raise InvalidTypeError(f"prefix must be a str, got {type(prefix).__name__}")
         return sorted(self._kv_keys(prefix))
 
     def notify(self, channel: str, payload: bytes | str) -> None:
         """Send ``payload`` to every current subscriber of ``channel`` (at most once each)."""
+        self._require(KV)
         self._notify(validate_name("channel", channel), _as_bytes("payload", payload))
 
     def subscribe(self, channel: str) -> Subscription:
+        self._require(KV)
         return self._subscribe(validate_name("channel", channel))
 
     # ---------------------------------------------------------------- counters and leases
     def counter_add(self, name: str, delta: int) -> int:
         """Atomically add ``delta`` (may be 0 or negative) and return the new value (starts at 0)."""
+        self._require(COUNTERS)
         check_int("delta", delta, -(2**63), 2**63 - 1)
         return self._counter_add(validate_name("counter", name), delta)
 
     def counter_get(self, name: str) -> int:
+        self._require(COUNTERS)
         return self._counter_add(validate_name("counter", name), 0)
 
     def lease_acquire(self, name: str, owner: str, ttl: float) -> int | None:
@@ -309,23 +348,27 @@ class Backend(abc.ABC):
         each time the lease passes to a new owner (so a revived old holder is recognisable
         by its smaller token). ``None`` when another owner holds an unexpired lease.
         """
+        self._require(LEASES)
         return self._lease_acquire(
             validate_name("lease", name), validate_name("owner", owner), _check_ttl(ttl)
         )
 
     def lease_renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
         """Extend a held lease; ``False`` if it expired and was taken, or the token is stale."""
+        self._require(LEASES)
         check_int("token", token, 1)
         return self._lease_renew(
             validate_name("lease", name), validate_name("owner", owner), token, _check_ttl(ttl)
         )
 
     def lease_release(self, name: str, owner: str, token: int) -> bool:
+        self._require(LEASES)
         check_int("token", token, 1)
         return self._lease_release(validate_name("lease", name), validate_name("owner", owner), token)
 
     def lease_info(self, name: str) -> LeaseInfo | None:
         """The current unexpired holder, or ``None``."""
+        self._require(LEASES)
         return self._lease_info(validate_name("lease", name))
 
     # ---------------------------------------------------------------- to implement
