@@ -262,7 +262,8 @@ class Backend(abc.ABC):
 
         Messages whose earlier delivery was not acked within :attr:`visibility_timeout` come
         first, with ``delivery_count`` raised. Within a queue, a group sees messages in
-        publish order.
+        publish order. A group sees every message published after its first ``consume``
+        call; whether it also sees older ones depends on the engine's retention.
         """
         self._require(QUEUES)
         validate_name("queue", queue)
