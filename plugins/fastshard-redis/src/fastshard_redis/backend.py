@@ -126,9 +126,9 @@ class RedisBackend(Backend):
 
     Options: ``url`` (``redis://host:port/db``, ``rediss://`` for TLS), ``namespace`` (key
     prefix isolating deployments and tests), ``cluster`` (use Redis Cluster), timeouts,
-    retry settings, ``visibility_timeout``, ``max_message_bytes`` and ``dedup_ttl``
-    (seconds a write's result is remembered for retries). Nothing connects until the first
-    call; :meth:`ping` checks the server.
+    retry settings, ``visibility_timeout``, ``max_message_bytes``, ``dedup_ttl`` (seconds a
+    write's result is remembered for retries), ``max_connections`` and ``client_name``.
+    Nothing connects until the first call; :meth:`ping` checks the server.
     """
 
     name = "redis"
@@ -148,6 +148,7 @@ class RedisBackend(Backend):
         max_message_bytes: int = 1 << 20,
         dedup_ttl: int = 300,
         max_connections: int = 64,
+        client_name: str = "fastshard",
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidValueError(f"url must be a redis://, rediss:// or unix:// URL, got {url!r}")
@@ -163,6 +164,7 @@ class RedisBackend(Backend):
         self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 512 << 20)
         self.dedup_ttl = check_int("dedup_ttl", dedup_ttl, 1, 86_400)
         check_int("max_connections", max_connections, 1, 100_000)
+        validate_name("client_name", client_name)
         self.url = url
         self.namespace = namespace
         self.keys = KeyLayout(namespace)
@@ -172,6 +174,8 @@ class RedisBackend(Backend):
             # fastshard decides what is retried (see the module docstring), not redis-py
             "retry": Retry(NoBackoff(), 0),
             "max_connections": max_connections,
+            # shows up in CLIENT LIST, so operators (and tests) can find our connections
+            "client_name": client_name,
         }
         if cluster:
             from redis.cluster import RedisCluster
