@@ -1,0 +1,514 @@
+"""The planning kernel: per-slice load arrays in, a list of actions out.
+
+Everything here works on NumPy arrays over the slices of one shard map (one entry per
+slice) and over its shards (one entry per shard), so a round over 10,000 slices costs a few
+vectorised passes plus a Python loop over the *candidate* shards only (the overloaded, the
+cold pairs, the failed), never over every slice.
+
+The rules, in priority order (earlier rules claim shards first; a shard takes part in at
+most one action per round):
+
+1. **drain** – a failed shard merges into its least loaded healthy neighbour (exempt from
+   the movement budget and cooldowns: its messages have nowhere else to go);
+2. **isolate** – a single key predicted above ``hot_key_fraction`` of its shard's capacity
+   gets the one-hash range ``[h, h + 1)`` as a shard of its own;
+3. **split** – a shard whose predicted upper bound exceeds ``high_water`` x capacity (or,
+   Slicer style, ``split_above_mean`` x the mean shard load) hands the top part of its
+   heaviest slices to a new shard, just enough to come back to ``target_fill``;
+4. **resize** – a shard above ``(1 + imbalance_tolerance)`` x mean shifts a boundary towards
+   a neighbour below the mean;
+5. **merge** – adjacent shards whose combined upper bound stays below ``low_water`` merge
+   (the gap between ``low_water`` and ``high_water`` is the hysteresis that stops flapping),
+   and isolated single-key shards whose key cooled rejoin a neighbour;
+6. **move** – when one node carries more than ``(1 + node_imbalance)`` x the mean node load,
+   one shard moves to the least loaded node.
+
+Splits, resizes, merges and moves respect a per-shard cooldown (rounds since the shard was
+last changed) and share one movement budget: at most ``max_move_fraction`` of the hash
+space changes owner per round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastshard.errors import InvalidValueError, check_finite, check_int
+from fastshard.sharding.plan import HASH_SPACE, Action, Merge, Move, Reassign
+
+#: a shard narrower than this share of the hash space is an isolated key range
+_TINY_WIDTH = 1e-9
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Thresholds, as fractions of a shard's (health-adjusted) capacity unless noted."""
+
+    high_water: float = 0.85
+    target_fill: float = 0.80
+    low_water: float = 0.40
+    hot_key_fraction: float = 0.40
+    split_above_mean: float | None = None
+    imbalance_tolerance: float | None = 0.25
+    node_imbalance: float | None = 0.25
+    max_move_fraction: float = 0.09
+    cooldown_rounds: int = 3
+    min_shards: int = 1
+    max_shards: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("high_water", "target_fill", "low_water", "hot_key_fraction", "max_move_fraction"):
+            v = check_finite(name, getattr(self, name))
+            if not 0.0 < v <= 1.0:
+                raise InvalidValueError(f"{name} must be in (0, 1], got {v}")
+        if not self.low_water < self.target_fill <= self.high_water:
+            raise InvalidValueError(
+                "thresholds must satisfy low_water < target_fill <= high_water, got "
+                f"low_water={self.low_water}, target_fill={self.target_fill}, high_water={self.high_water}"
+            )
+        if self.split_above_mean is not None and check_finite("split_above_mean", self.split_above_mean) <= 1.0:
+            raise InvalidValueError(f"split_above_mean must be > 1 (or None), got {self.split_above_mean}")
+        for name in ("imbalance_tolerance", "node_imbalance"):
+            v = getattr(self, name)
+            if v is not None and check_finite(name, v) <= 0.0:
+                raise InvalidValueError(f"{name} must be > 0 (or None to disable), got {v}")
+        check_int("cooldown_rounds", self.cooldown_rounds, 0, 1_000_000)
+        check_int("min_shards", self.min_shards, 1, 10_000_000)
+        check_int("max_shards", self.max_shards, self.min_shards, 10_000_000)
+
+
+@dataclass(frozen=True)
+class MapView:
+    """An array snapshot of one shard map epoch: what the kernel plans against."""
+
+    epoch: int
+    shards: list[str]
+    nodes: list[str]
+    shard_node: np.ndarray  # int32 per shard: index into nodes
+    starts: list[int]
+    ends: list[int]
+    starts_u64: np.ndarray  # uint64 per slice, for searchsorted
+    widths: np.ndarray  # float64 per slice: share of the hash space
+    slice_shard: np.ndarray  # int32 per slice: index into shards
+
+    @classmethod
+    def from_map(cls, shard_map) -> MapView:  # noqa: ANN001 - a fastshard.shardmap.ShardMap
+        epoch = shard_map.epoch
+        shards = list(shard_map.shards)
+        nodes = list(shard_map.nodes)
+        slices = shard_map.slices
+        sidx = {s: i for i, s in enumerate(shards)}
+        nidx = {n: i for i, n in enumerate(nodes)}
+        starts = [s.start for s in slices]
+        ends = [s.end for s in slices]
+        return cls(
+            epoch=epoch,
+            shards=shards,
+            nodes=nodes,
+            shard_node=np.array([nidx[shard_map.node_of(s)] for s in shards], dtype=np.int32),
+            starts=starts,
+            ends=ends,
+            starts_u64=np.array(starts, dtype=np.uint64),
+            widths=np.array([(e - s) / HASH_SPACE for s, e in zip(starts, ends, strict=True)]),
+            slice_shard=np.array([sidx[s.shard] for s in slices], dtype=np.int32),
+        )
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.starts)
+
+    def slice_of_hash(self, hashes: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.starts_u64, hashes.astype(np.uint64), side="right") - 1
+
+
+@dataclass
+class RoundResult:
+    actions: list[Action]
+    moved_fraction: float
+    moved_load: float
+    relief_load: float
+    min_load_needed: float
+    skipped: dict[str, int]
+
+
+class _Round:
+    """Mutable bookkeeping of one planning round (kept out of the public objects)."""
+
+    def __init__(
+        self,
+        view: MapView,
+        upper: np.ndarray,
+        capacity: np.ndarray,
+        config: PlannerConfig,
+        cooling: np.ndarray,
+        new_name: Callable[[str], str],
+        measured: np.ndarray | None,
+    ) -> None:
+        m = len(view.shards)
+        self.view, self.cfg, self.new_name = view, config, new_name
+        self.upper, self.capacity = upper, capacity
+        self.shard_upper = np.bincount(view.slice_shard, weights=upper, minlength=m)
+        self.shard_width = np.bincount(view.slice_shard, weights=view.widths, minlength=m)
+        self.shard_measured = (
+            np.bincount(view.slice_shard, weights=measured, minlength=m)
+            if measured is not None
+            else None
+        )
+        self.node_load = np.bincount(
+            view.shard_node, weights=self.shard_upper, minlength=len(view.nodes)
+        ).astype(np.float64)
+        # slices grouped by shard, each group in hash order (a stable sort keeps slice order)
+        self._order = np.argsort(view.slice_shard, kind="stable")
+        self._bounds = np.concatenate(([0], np.cumsum(np.bincount(view.slice_shard, minlength=m))))
+        self.cooling = np.asarray(cooling, dtype=bool)
+        self.changed = np.zeros(m, dtype=bool)  # already part of an action this round
+        self.actions: list[Action] = []
+        self.moved_fraction = self.moved_load = self.relief_load = self.min_needed = 0.0
+        self.skipped: dict[str, int] = {}
+        self.n_shards = m
+
+    def slices_of(self, s: int) -> np.ndarray:
+        return self._order[self._bounds[s] : self._bounds[s + 1]]
+
+    def available(self, s: int) -> bool:
+        """May shard ``s`` take part in a budgeted action now? Counts why not."""
+        if self.changed[s]:
+            self.skip("already changed this round")
+            return False
+        if self.cooling[s]:
+            self.skip("cooldown")
+            return False
+        return True
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def budget_left(self) -> float:
+        return self.cfg.max_move_fraction - self.moved_fraction
+
+    def least_loaded_node(self) -> int:
+        return int(np.argmin(self.node_load))
+
+    def proactive(self, s: int, threshold: float) -> bool:
+        """True when the measured load alone would not have asked for this action."""
+        if self.shard_measured is None:
+            return False
+        return bool(self.shard_measured[s] <= threshold)
+
+    def record(self, action: Action) -> None:
+        self.actions.append(action)
+        self.moved_fraction += action.moved_fraction
+        self.moved_load += action.moved_load
+
+    def shift_load(self, s: int, t: int, load: float, t_node: int | None = None) -> None:
+        """Bookkeeping after ``load`` moved from shard ``s`` to shard ``t`` (or a new shard
+        on ``t_node`` when ``t`` is -1)."""
+        self.shard_upper[s] -= load
+        self.node_load[self.view.shard_node[s]] -= load
+        if t >= 0:
+            self.shard_upper[t] += load
+            self.node_load[self.view.shard_node[t]] += load
+        elif t_node is not None:
+            self.node_load[t_node] += load
+
+
+def plan_round(
+    view: MapView,
+    upper: np.ndarray,
+    capacity: np.ndarray,
+    *,
+    config: PlannerConfig,
+    cooling: np.ndarray,
+    failed: np.ndarray,
+    new_name: Callable[[str], str],
+    measured: np.ndarray | None = None,
+    hot_hashes: Sequence[int] = (),
+    hot_upper: np.ndarray | None = None,
+) -> RoundResult:
+    """Plan one round against ``view``.
+
+    ``upper`` (predicted upper bound) and ``measured`` (last measured load, used only to
+    flag proactive actions) are per slice; ``capacity`` (health-adjusted), ``cooling`` and
+    ``failed`` are per shard. ``new_name(kind)`` returns a fresh shard id. Inputs are
+    validated by the caller (:class:`fastshard.sharding.ShardManager`).
+    """
+    r = _Round(view, upper, capacity, config, cooling, new_name, measured)
+    _drain_failed(r, np.asarray(failed, dtype=bool))
+    if len(hot_hashes):
+        hu = np.zeros(len(hot_hashes)) if hot_upper is None else np.asarray(hot_upper, dtype=np.float64)
+        _isolate_hot_keys(r, hot_hashes, hu)
+    _split_overloaded(r)
+    if config.imbalance_tolerance is not None:
+        _resize_imbalanced(r)
+    _merge_cold(r, np.asarray(failed, dtype=bool))
+    if config.node_imbalance is not None:
+        _move_between_nodes(r)
+    return RoundResult(r.actions, r.moved_fraction, r.moved_load, r.relief_load, r.min_needed, r.skipped)
+
+
+# ----------------------------------------------------------------------------- rules
+def _neighbours(r: _Round, s: int) -> list[tuple[int, int, int]]:
+    """(own slice, neighbour slice, neighbour shard) for every boundary of shard ``s``."""
+    out = []
+    sl = r.view.slice_shard
+    n = r.view.n_slices
+    for i in r.slices_of(s):
+        i = int(i)
+        for j in (i - 1, i + 1):
+            if 0 <= j < n and sl[j] != s:
+                out.append((i, j, int(sl[j])))
+    return out
+
+
+def _drain_failed(r: _Round, failed: np.ndarray) -> None:
+    for s in np.flatnonzero(failed):
+        s = int(s)
+        healthy = {t for _, _, t in _neighbours(r, s) if not failed[t] and not r.changed[t]}
+        if not healthy:
+            r.skip("failed shard without a healthy neighbour")
+            continue
+        into = min(healthy, key=lambda t: (r.shard_upper[t] / max(r.capacity[t], 1e-12), t))
+        r.record(
+            Merge(
+                into=r.view.shards[into],
+                retired=r.view.shards[s],
+                moved_fraction=float(r.shard_width[s]),
+                moved_load=float(r.shard_upper[s]),
+                reason="shard failed: drained into its least loaded healthy neighbour",
+            )
+        )
+        r.changed[s] = r.changed[into] = True
+        r.shift_load(s, into, float(r.shard_upper[s]))
+        r.n_shards -= 1
+
+
+def _isolate_hot_keys(r: _Round, hot_hashes: Sequence[int], hot_upper: np.ndarray) -> None:
+    hashes = np.asarray([int(h) for h in hot_hashes], dtype=np.uint64)
+    slice_idx = r.view.slice_of_hash(hashes)
+    for k in np.argsort(-hot_upper, kind="stable"):
+        i = int(slice_idx[k])
+        s = int(r.view.slice_shard[i])
+        h, load = int(hashes[k]), float(hot_upper[k])
+        if load < r.cfg.hot_key_fraction * r.capacity[s]:
+            continue
+        if r.shard_width[s] * HASH_SPACE <= 1.5:
+            continue  # already alone in its shard
+        if r.changed[s]:
+            r.skip("already changed this round")
+            continue
+        if r.n_shards >= r.cfg.max_shards:
+            r.skip("max_shards reached")
+            break
+        node = r.least_loaded_node()
+        r.record(
+            Reassign(
+                h, h + 1, r.view.shards[s], r.new_name("hot"), r.view.nodes[node], "isolate",
+                moved_fraction=1.0 / HASH_SPACE,
+                moved_load=load,
+                reason=f"one key predicted at {load:.1f} = {load / r.capacity[s]:.0%} of its shard's capacity",
+            )
+        )
+        # the shard's remaining load moves on it? no: only the key left, the shard stays
+        r.changed[s] = True
+        r.shift_load(s, -1, load, node)
+        r.n_shards += 1
+
+
+def _split_overloaded(r: _Round) -> None:
+    cfg = r.cfg
+    util = r.shard_upper / np.maximum(r.capacity, 1e-12)
+    over = util > cfg.high_water
+    mean = float(r.shard_upper.sum() / max(r.n_shards, 1))
+    if cfg.split_above_mean is not None and mean > 0:
+        over |= r.shard_upper > cfg.split_above_mean * mean
+    for s in np.flatnonzero(over)[np.argsort(-util[over], kind="stable")]:
+        s = int(s)
+        cap, load = float(r.capacity[s]), float(r.shard_upper[s])
+        target = cfg.target_fill * cap
+        if load <= cfg.high_water * cap:  # over only by the mean rule: come back to the mean
+            target = min(target, mean)
+        excess = load - target
+        if excess <= 0 or r.shard_width[s] * HASH_SPACE <= 1.5:
+            continue  # nothing to do, or a single hot key that no split can help
+        if not r.available(s):
+            continue
+        if r.n_shards >= cfg.max_shards:
+            r.skip("max_shards reached")
+            break
+        moved = _carve(r, s, excess, proactive=r.proactive(s, cfg.high_water * cap))
+        if moved > 0:
+            r.min_needed += max(load - cfg.high_water * cap, 0.0)
+            r.relief_load += moved
+
+
+def _carve(r: _Round, s: int, excess: float, *, proactive: bool) -> float:
+    """Move about ``excess`` load off shard ``s`` into one new shard, heaviest slices first,
+    cutting the last one so that only what is needed moves (load is taken as uniform across
+    a slice's hash range: hashing spreads keys evenly). Returns the load moved."""
+    v = r.view
+    idx = r.slices_of(s)
+    node = r.least_loaded_node()
+    new: str | None = None
+    moved = 0.0
+    for i in idx[np.argsort(-r.upper[idx], kind="stable")]:
+        i = int(i)
+        if moved >= excess * 0.999 or r.upper[i] <= 0:
+            break
+        start, end = v.starts[i], v.ends[i]
+        width = end - start
+        if width < 2:
+            continue  # one key cannot be cut
+        frac = min((excess - moved) / r.upper[i], 1.0, r.budget_left() / v.widths[i])
+        n_hashes = int(width * frac)
+        if n_hashes < 1:
+            r.skip("movement budget exhausted")
+            break
+        whole = n_hashes >= width and len(idx) > 1
+        cut = start if whole else max(end - n_hashes, start + 1)
+        part = (end - cut) / width
+        if new is None:
+            new = r.new_name("split")
+        load = float(r.upper[i] * part)
+        r.record(
+            Reassign(
+                cut, end, v.shards[s], new, v.nodes[node], "split",
+                moved_fraction=(end - cut) / HASH_SPACE,
+                moved_load=load,
+                proactive=proactive,
+                reason=f"predicted at {r.shard_upper[s] / r.capacity[s]:.0%} of capacity",
+            )
+        )
+        moved += load
+    if new is not None:
+        r.changed[s] = True
+        r.shift_load(s, -1, moved, node)
+        r.n_shards += 1
+    return moved
+
+
+def _resize_imbalanced(r: _Round) -> None:
+    """Shift part of an above-mean shard's boundary slice to a below-mean neighbour."""
+    tol = r.cfg.imbalance_tolerance or 0.0
+    mean = float(r.shard_upper.sum() / max(r.n_shards, 1))
+    if mean <= 0:
+        return
+    hot = np.flatnonzero(r.shard_upper > (1 + tol) * mean)
+    v = r.view
+    for s in hot[np.argsort(-r.shard_upper[hot], kind="stable")]:
+        s = int(s)
+        if r.budget_left() <= 0:
+            r.skip("movement budget exhausted")
+            break
+        if r.shard_width[s] * HASH_SPACE <= 1.5 or r.changed[s] or r.cooling[s]:
+            continue
+        best = None
+        for i, _j, t in _neighbours(r, s):
+            if r.changed[t] or r.cooling[t] or r.shard_upper[t] >= mean or r.upper[i] <= 0:
+                continue
+            if best is None or r.shard_upper[t] < r.shard_upper[best[1]]:
+                best = (i, t, _j)
+        if best is None:
+            continue
+        i, t, j = best
+        amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
+        start, end = v.starts[i], v.ends[i]
+        width = end - start
+        frac = min(amount / r.upper[i], 0.999, r.budget_left() / v.widths[i])
+        n_hashes = int(width * frac)
+        if n_hashes < 1:
+            continue
+        # take the part of slice i that touches neighbour slice j, so the ranges stay joined
+        lo, hi = (start, start + n_hashes) if j < i else (end - n_hashes, end)
+        load = float(r.upper[i] * n_hashes / width)
+        r.record(
+            Reassign(
+                lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
+                moved_fraction=n_hashes / HASH_SPACE,
+                moved_load=load,
+                reason=f"shard at {r.shard_upper[s] / mean:.2f}x the mean load",
+            )
+        )
+        r.changed[s] = r.changed[t] = True
+        r.shift_load(s, t, load)
+
+
+def _merge_cold(r: _Round, failed: np.ndarray) -> None:
+    cfg = r.cfg
+    sl = r.view.slice_shard
+    if len(sl) < 2:
+        return
+    a, b = sl[:-1], sl[1:]
+    boundary = np.flatnonzero(a != b)
+    if not len(boundary):
+        return
+    sa, sb = a[boundary], b[boundary]
+    combined = r.shard_upper[sa] + r.shard_upper[sb]
+    cap = np.minimum(r.capacity[sa], r.capacity[sb])
+    tiny = (r.shard_width[sa] * HASH_SPACE <= 1.5) | (r.shard_width[sb] * HASH_SPACE <= 1.5)
+    # cold pairs, and an isolated key that cooled may rejoin a neighbour up to target_fill
+    ok = (combined < cfg.low_water * cap) | (tiny & (combined < cfg.target_fill * cap))
+    for k in np.flatnonzero(ok)[np.argsort(combined[ok], kind="stable")]:
+        if r.n_shards <= cfg.min_shards:
+            r.skip("min_shards reached")
+            break
+        x, y = int(sa[k]), int(sb[k])
+        if failed[x] or failed[y] or not (r.available(x) and r.available(y)):
+            continue
+        # the narrower shard is retired: fewer keys change owner
+        into, gone = (x, y) if r.shard_width[x] >= r.shard_width[y] else (y, x)
+        if r.shard_width[gone] > r.budget_left():
+            r.skip("movement budget exhausted")
+            continue
+        load = float(r.shard_upper[gone])
+        r.record(
+            Merge(
+                into=r.view.shards[into],
+                retired=r.view.shards[gone],
+                moved_fraction=float(r.shard_width[gone]),
+                moved_load=load,
+                proactive=False,
+                reason=f"neighbours predicted at {combined[k] / cap[k]:.0%} of capacity together",
+            )
+        )
+        r.changed[x] = r.changed[y] = True
+        r.shift_load(gone, into, load)
+        r.n_shards -= 1
+
+
+def _move_between_nodes(r: _Round) -> None:
+    nodes = r.node_load
+    if len(nodes) < 2:
+        return
+    mean = float(nodes.mean())
+    hi, lo = int(np.argmax(nodes)), int(np.argmin(nodes))
+    if mean <= 0 or nodes[hi] <= (1 + (r.cfg.node_imbalance or 0.0)) * mean:
+        return
+    gap = float(nodes[hi] - nodes[lo])
+    best, best_after = -1, float(nodes[hi])
+    for s in np.flatnonzero(r.view.shard_node == hi):
+        s = int(s)
+        load = float(r.shard_upper[s])
+        if r.changed[s] or r.cooling[s] or load <= 0 or r.shard_width[s] > r.budget_left():
+            continue
+        after = max(nodes[hi] - load, nodes[lo] + load)
+        if after < best_after - 1e-12 and load < gap:
+            best, best_after = s, after
+    if best < 0:
+        r.skip("no shard move lowers the busiest node")
+        return
+    load = float(r.shard_upper[best])
+    r.record(
+        Move(
+            shard=r.view.shards[best],
+            from_node=r.view.nodes[hi],
+            to_node=r.view.nodes[lo],
+            moved_fraction=float(r.shard_width[best]),
+            moved_load=load,
+            reason=f"node {r.view.nodes[hi]} at {nodes[hi] / mean:.2f}x the mean node load",
+        )
+    )
+    r.changed[best] = True
+    nodes[hi] -= load
+    nodes[lo] += load

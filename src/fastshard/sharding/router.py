@@ -1,0 +1,320 @@
+"""The smart routing layer: key -> shard -> queue, the epoch stamped on every message.
+
+:class:`Router` routes with the shard map's compiled lookup and publishes through a
+backend. Each published message carries the shard-map epoch it was routed under (the
+backend's ``epoch`` field) plus two headers: ``fs-seq`` (the router's per-queue sequence
+number) and ``fs-hash`` (the key's 64-bit hash). :class:`FencedConsumer` reads one shard's
+queue and holds back messages of ranges that were just moved there until the old owner is
+drained (see :mod:`fastshard.sharding.fence`), which keeps per-key order across splits,
+merges and moves.
+
+A reshard takes the router's gate exclusively for the instant of the switch, so no message
+can be routed under the old epoch after the old queue's mark was taken.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastshard.backends.base import Backend, Message, validate_name
+from fastshard.errors import InvalidTypeError, InvalidValueError
+from fastshard.sharding.fence import HASH_HEADER, SEQ_HEADER, DrainFence, FenceRegistry
+
+
+def hash_key(key: str | bytes | int) -> int:
+    """fastshard.hash_key (XXH3-64); falls back to xxhash, which gives the same values."""
+    try:
+        from fastshard.hashing import hash_key as _hk
+    except ImportError:  # the compiled hashing module is not built in this tree
+        import xxhash
+
+        if isinstance(key, str):
+            return xxhash.xxh3_64_intdigest(key.encode("utf-8"))
+        if isinstance(key, int) and not isinstance(key, bool):
+            return xxhash.xxh3_64_intdigest((key % 2**64).to_bytes(8, "little"))
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            return xxhash.xxh3_64_intdigest(bytes(key))
+        raise InvalidTypeError(f"key must be str, bytes or int, got {type(key).__name__}") from None
+    globals()["hash_key"] = _hk
+    return _hk(key)
+
+
+def key_bytes(key: str | bytes | int) -> bytes:
+    """The bytes a key is published as; hashing them gives the key's hash back."""
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return (key % 2**64).to_bytes(8, "little")
+    raise InvalidTypeError(f"key must be str, bytes or int, got {type(key).__name__}")
+
+
+def queue_name(prefix: str, map_name: str, shard: str) -> str:
+    """The backend queue that holds one shard's messages."""
+    return validate_name("queue", f"{prefix}.{map_name}.{shard}")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedMessage:
+    """Where a published message went and under which epoch."""
+
+    shard: str
+    queue: str
+    id: str
+    epoch: int
+    seq: int
+
+
+class _Gate:
+    """Many producers at once, or one reshard alone (writer-preferring)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cv:
+            while self._writer or self._writers_waiting:
+                self._cv.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._readers -= 1
+                if not self._readers:
+                    self._cv.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cv:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cv.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._writer = False
+                self._cv.notify_all()
+
+
+class Router:
+    """Route keys of one shard map to its shards' queues on ``backend``.
+
+    ``route(key)`` only looks the key up; ``publish(key, value)`` routes and sends, stamping
+    the epoch. One Router object should be shared by every producer and consumer thread of
+    a process: the drain fences live in it. ``store`` (optional, a
+    ``fastshard.shardmap_store.ShardMapStore``) lets :meth:`observe_epoch` catch up with a
+    map published by another process.
+    """
+
+    def __init__(
+        self,
+        shard_map: Any,
+        backend: Backend | None = None,
+        *,
+        queue_prefix: str = "fs",
+        store: Any = None,
+        create_queues: bool = True,
+    ) -> None:
+        if not isinstance(queue_prefix, str) or not queue_prefix:
+            raise InvalidValueError(f"queue_prefix must be a non-empty str, got {queue_prefix!r}")
+        self._map = shard_map
+        self.backend = backend
+        self.queue_prefix = queue_prefix
+        self.store = store
+        self.fences = FenceRegistry()
+        self._gate = _Gate()
+        self._queue_cache: dict[str, str] = {}
+        self.retired_queues: set[str] = set()
+        self._live_shards: set[str] = set(shard_map.shards)
+        if backend is not None and create_queues:
+            for shard in shard_map.shards:
+                backend.create_queue(self.queue_of(shard))
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def shard_map(self) -> Any:
+        return self._map
+
+    @property
+    def epoch(self) -> int:
+        return int(self._map.epoch)
+
+    def queue_of(self, shard: str) -> str:
+        q = self._queue_cache.get(shard)
+        if q is None:
+            q = self._queue_cache[shard] = queue_name(self.queue_prefix, self._map.name, shard)
+        return q
+
+    def route(self, key: str | bytes | int) -> str:
+        """The shard ``key`` belongs to now."""
+        return self._map.shard_for(key)
+
+    def route_many(self, keys: Sequence[Any] | np.ndarray) -> np.ndarray:
+        """Indices into ``shard_map.shards`` for many keys (or uint64 hashes) at once."""
+        return self._map.shards_for_many(keys)
+
+    # ------------------------------------------------------------------ producing
+    def publish(
+        self,
+        key: str | bytes | int,
+        value: bytes | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> RoutedMessage:
+        """Route ``key`` and append the message to its shard's queue, stamped with the epoch."""
+        if self.backend is None:
+            raise InvalidValueError("publish needs a backend: Router(shard_map, backend)")
+        kb = key_bytes(key)
+        h = hash_key(kb)
+        hdrs = dict(headers or {})
+        with self._gate.shared():
+            epoch = self._map.epoch
+            shard = self._map.shard_for_hash(h)
+            queue = self.queue_of(shard)
+            seq = self.fences.next_seq(queue)
+            hdrs[SEQ_HEADER] = str(seq)
+            hdrs[HASH_HEADER] = str(h)
+            try:
+                mid = self.backend.publish(queue, kb, value, headers=hdrs, epoch=epoch)
+            except BaseException:
+                # this number will never be acked: settle it so no fence waits for it
+                self.fences.settle(queue, [seq])
+                raise
+        return RoutedMessage(shard, queue, mid, epoch, seq)
+
+    # ------------------------------------------------------------------ resharding
+    @contextmanager
+    def resharding(self) -> Iterator[None]:
+        """Pause producers, let the caller change the map, then fence every moved range.
+
+        Use as ``with router.resharding(): with shard_map.batch(): ...``. If the body raises,
+        no fence is installed (the map's batch rolled back).
+        """
+        with self._gate.exclusive():
+            before = self._map.epoch
+            yield
+            if self._map.epoch == before:
+                return
+            self._install_fences(self._map.diff(before))
+
+    def _install_fences(self, changes: Sequence[Any]) -> None:
+        fences: list[DrainFence] = []
+        for c in changes:
+            if c.old_shard is None or c.new_shard is None or c.old_shard == c.new_shard:
+                continue  # a node-only move keeps the queue, and with it the order
+            old_q = self.queue_of(c.old_shard)
+            fences.append(
+                DrainFence(c.start, c.end, old_q, self.queue_of(c.new_shard),
+                           self.fences.last_seq(old_q), int(c.epoch))
+            )
+        self.fences.install(fences)
+        live = set(self._map.shards)
+        for shard in self._live_shards - live:
+            self.retired_queues.add(self.queue_of(shard))
+        self._live_shards = live
+
+    def observe_epoch(self, epoch: int) -> bool:
+        """A message stamped with ``epoch`` was seen: refresh from the store first if it is
+        newer than ours. Returns True when the map changed."""
+        if epoch <= self._map.epoch or self.store is None:
+            return False
+        with self.resharding():
+            newer = self.store.refresh(self._map)
+            if newer is not self._map:
+                self._map = newer
+                self._queue_cache.clear()
+                self._live_shards = set(newer.shards)
+        return True
+
+    # ------------------------------------------------------------------ consuming
+    def consumer(self, shard_or_queue: str, group: str = "fastshard", name: str = "c0") -> FencedConsumer:
+        """A consumer of one shard (or of a retired shard's queue, to drain it)."""
+        q = shard_or_queue if shard_or_queue.startswith(self.queue_prefix + ".") else self.queue_of(shard_or_queue)
+        return FencedConsumer(self, q, group, name)
+
+    def live_queues(self) -> list[str]:
+        """Queues of the current shards plus retired ones that still hold messages to drain."""
+        return [self.queue_of(s) for s in self._map.shards] + sorted(self.retired_queues)
+
+    def drained(self, queue: str, group: str = "fastshard") -> bool:
+        """Has ``group`` acked everything on ``queue`` and does no fence wait for it?"""
+        if self.backend is None:
+            return True
+        return self.backend.backlog(queue, group) == 0 and not self.fences.waiting_on(queue)
+
+
+class FencedConsumer:
+    """Consumes one queue, releasing each message only once no drain fence holds its range.
+
+    Messages come out in queue order except that held ones wait (and with them every later
+    message of the same key, so per-key order is kept). A message redelivered by the backend
+    while it is held or delivered-but-unacked is dropped as a duplicate.
+    """
+
+    def __init__(self, router: Router, queue: str, group: str, name: str) -> None:
+        self.router = router
+        self.queue = validate_name("queue", queue)
+        self.group = validate_name("group", group)
+        self.name = validate_name("consumer", name)
+        self._buffer: list[tuple[Message, int]] = []  # (message, key hash), held
+        self._open: set[str] = set()  # ids held or delivered and not acked yet
+
+    @property
+    def held(self) -> int:
+        return len(self._buffer)
+
+    def poll(self, max_messages: int = 100, timeout: float = 0.0) -> list[Message]:
+        backend = self.router.backend
+        if backend is None:
+            raise InvalidValueError("poll needs a backend: Router(shard_map, backend)")
+        for m in backend.consume(self.queue, self.group, self.name, max_messages=max_messages, timeout=timeout):
+            if m.id in self._open:
+                continue
+            self._open.add(m.id)
+            if m.epoch:
+                self.router.observe_epoch(m.epoch)
+            hs = m.headers.get(HASH_HEADER)
+            self._buffer.append((m, int(hs) if hs is not None else hash_key(m.key)))
+        out: list[Message] = []
+        keep: list[tuple[Message, int]] = []
+        blocked: set[bytes] = set()
+        fences = self.router.fences
+        for m, h in self._buffer:
+            if m.key in blocked or fences.holds(self.queue, h, m.epoch):
+                blocked.add(m.key)
+                keep.append((m, h))
+            else:
+                out.append(m)
+        self._buffer = keep
+        return out
+
+    def ack(self, messages: Sequence[Message]) -> int:
+        """Acknowledge delivered messages and settle their sequence numbers (may release fences)."""
+        if not messages:
+            return 0
+        backend = self.router.backend
+        assert backend is not None
+        n = backend.ack(self.queue, self.group, [m.id for m in messages])
+        seqs = []
+        for m in messages:
+            self._open.discard(m.id)
+            s = m.headers.get(SEQ_HEADER)
+            if s is not None:
+                seqs.append(int(s))
+        self.router.fences.settle(self.queue, seqs)
+        return n
