@@ -52,6 +52,8 @@ def key_bytes(key: str | bytes | int) -> bytes:
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
     if isinstance(key, int) and not isinstance(key, bool):
+        if not -(2**63) <= key < 2**64:
+            raise InvalidValueError(f"int key must be in [-2**63, 2**64), got {key}")
         return (key % 2**64).to_bytes(8, "little")
     raise InvalidTypeError(f"key must be str, bytes or int, got {type(key).__name__}")
 
