@@ -1,0 +1,395 @@
+"""The RabbitMQ backend: a fastshard queue is a set of RabbitMQ queues on one direct exchange.
+
+Layout (``P`` is the backend's ``prefix``)
+    * exchange ``P + "fastshard"`` (direct, durable); a message for shard ``q`` is published
+      there with routing key ``q`` (the shard name fastshard's placement computed), with
+      ``mandatory`` set so a message for a shard that does not exist is an error, not lost;
+    * ``P + q`` – the shard's own queue, bound with key ``q``. It keeps every message
+      published before any consumer group exists, and becomes the queue of the *first* group
+      that consumes the shard;
+    * ``P + q + "/" + g`` – the queue of every later group ``g``, bound with key ``q`` when
+      that group first consumes, so it receives what is published from then on;
+    * ``P + q + "/.owner"`` – an empty queue whose ``x-dead-letter-exchange`` argument names
+      the first group. RabbitMQ refuses (406) to redeclare a queue with a different
+      argument, which makes "the first group wins" atomic across processes.
+
+Delivery
+    Publishing uses publisher confirms: ``publish`` returns once the broker has the message.
+    Consumers use manual acks and a prefetch window. A message not acked within the
+    visibility timeout is ``basic.nack``-ed with ``requeue=True``, and RabbitMQ puts it back
+    at its original position; a consumer that dies has all its unacked messages requeued by
+    the broker. Queues can be declared with ``x-single-active-consumer`` so that a group's
+    messages are processed by one consumer at a time, in order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import pika
+from pika.exceptions import ChannelClosedByBroker, UnroutableError
+
+from fastshard.backends.base import (
+    QUEUES,
+    Backend,
+    LeaseInfo,
+    Message,
+    Subscription,
+    UnsupportedOperationError,
+    Versioned,
+)
+from fastshard.errors import (
+    InvalidTypeError,
+    InvalidValueError,
+    check_finite,
+    check_int,
+)
+from fastshard_rabbitmq.link import Link, passive_exists
+from fastshard_rabbitmq.management import ManagementAPI
+
+EPOCH_HEADER = "fastshard-epoch"
+KEY_HEADER = "fastshard-key"
+_OWNER_SUFFIX = "/.owner"
+
+
+@dataclass(slots=True)
+class _GroupState:
+    """One (shard, group) as consumed by this process."""
+
+    rabbit_queue: str
+    generation: int = -1  # the Link generation our basic.consume belongs to
+    consumer_tag: str | None = None
+    # deliveries received but not handed out yet: (delivery_tag, redelivered, properties, body)
+    buffer: deque = field(default_factory=deque)
+    # message id -> [redeliver_at (monotonic), delivery_count, delivery_tag, Message]
+    pending: dict[str, list[Any]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # deliveries so far, until acked
+
+
+class RabbitMQBackend(Backend):
+    """Queues on RabbitMQ. Key-value, counters and leases live elsewhere (Redis, PostgreSQL).
+
+    Options: ``url`` (``amqp://user:pass@host:port/vhost``), ``management_url`` (HTTP API,
+    used only by ``list_queues`` and ``delete_queue``), ``prefix`` (namespaces every exchange
+    and queue name), ``queue_type`` (``"classic"`` or ``"quorum"``), ``single_active_consumer``,
+    ``prefetch``, ``visibility_timeout``, ``timeout`` (socket and confirm wait), ``retries``.
+    Every process sharing a shard must use the same ``queue_type`` and
+    ``single_active_consumer`` (RabbitMQ refuses a redeclare with other arguments).
+    """
+
+    name = "rabbitmq"
+    capabilities = frozenset({QUEUES})
+
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        *,
+        management_url: str | None = None,
+        prefix: str = "",
+        queue_type: str = "classic",
+        single_active_consumer: bool = False,
+        prefetch: int = 500,
+        visibility_timeout: float = 30.0,
+        max_message_bytes: int = 16 * 2**20,
+        timeout: float = 10.0,
+        retries: int = 5,
+    ) -> None:
+        if not isinstance(url, str) or urlparse(url).scheme not in ("amqp", "amqps"):
+            raise InvalidValueError(f"url must be an amqp:// or amqps:// URL, got {url!r}")
+        if not isinstance(prefix, str) or len(prefix) > 50 or any(c in prefix for c in "/\x00"):
+            raise InvalidValueError(f"prefix must be at most 50 characters without '/', got {prefix!r}")
+        if queue_type not in ("classic", "quorum"):
+            raise InvalidValueError(f"queue_type must be 'classic' or 'quorum', got {queue_type!r}")
+        if not isinstance(single_active_consumer, bool):
+            raise InvalidTypeError("single_active_consumer must be a bool")
+        self.prefetch = check_int("prefetch", prefetch, 1, 65_535)
+        vt = check_finite("visibility_timeout", visibility_timeout)
+        if vt <= 0:
+            raise InvalidValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
+        self.visibility_timeout = vt
+        self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 128 * 2**20)
+        t = check_finite("timeout", timeout)
+        if not 0.05 <= t <= 3600:
+            raise InvalidValueError(f"timeout must be in [0.05, 3600] seconds, got {timeout}")
+        self.timeout = t
+        self.retries = check_int("retries", retries, 1, 100)
+        self.prefix = prefix
+        self.exchange = prefix + "fastshard"
+        self._queue_args: dict[str, Any] = {"x-queue-type": queue_type}
+        if single_active_consumer:
+            self._queue_args["x-single-active-consumer"] = True
+        params = pika.URLParameters(url)
+        params.socket_timeout = t
+        params.blocked_connection_timeout = t
+        params.stack_timeout = t + 5
+        params.connection_attempts = 1
+        params.heartbeat = 30
+        self._vhost = params.virtual_host
+        self._pub = Link(params, confirm=True, prefetch=0, attempts=self.retries, what="publisher")
+        self._sub = Link(params, confirm=False, prefetch=self.prefetch, attempts=self.retries,
+                         what="consumer")
+        if management_url is None:
+            host = params.host
+            management_url = f"http://{params.credentials.username}:{params.credentials.password}@{host}:15672"
+        self._mgmt = ManagementAPI(management_url, timeout=t)
+        self._lock = threading.Lock()
+        self._groups: dict[tuple[str, str], _GroupState] = {}
+        self._exchange_ready = False
+        self._known_queues: set[str] = set()
+
+    # ------------------------------------------------------------------ naming
+    def rabbit_queue(self, queue: str, group: str | None = None) -> str:
+        """The RabbitMQ queue behind a shard (``group=None``) or a later group of it."""
+        return self.prefix + queue + ("" if group is None else "/" + group)
+
+    # ------------------------------------------------------------------ lifecycle
+    def ping(self) -> None:
+        self._pub.run(lambda ch: None, "connecting")
+
+    def close(self) -> None:
+        with self._lock:
+            self._groups.clear()
+        self._pub.close()
+        self._sub.close()
+
+    # ------------------------------------------------------------------ queues
+    def _declare_exchange(self, ch: Any) -> None:
+        if not self._exchange_ready:
+            ch.exchange_declare(self.exchange, exchange_type="direct", durable=True)
+            self._exchange_ready = True
+
+    def _declare_bound(self, ch: Any, rabbit_queue: str, routing_key: str) -> None:
+        self._declare_exchange(ch)
+        ch.queue_declare(rabbit_queue, durable=True, arguments=self._queue_args)
+        ch.queue_bind(rabbit_queue, self.exchange, routing_key=routing_key)
+
+    def _create_queue(self, queue: str) -> None:
+        self._pub.run(lambda ch: self._declare_bound(ch, self.rabbit_queue(queue), queue),
+                      f"creating queue {queue!r}")
+        with self._lock:
+            self._known_queues.add(queue)
+
+    def _delete_queue(self, queue: str) -> None:
+        base = self.rabbit_queue(queue)
+        names = [base, base + _OWNER_SUFFIX]
+        names += [n for n in self._mgmt.queue_names(self._vhost, base + "/") if n not in names]
+        with self._lock:
+            self._known_queues.discard(queue)
+            dropped = [k for k in self._groups if k[0] == queue]
+            for k in dropped:
+                del self._groups[k]
+
+        def delete_all(ch: Any) -> None:
+            for n in names:
+                ch.queue_delete(n)
+
+        self._pub.run(delete_all, f"deleting queue {queue!r}")
+
+    def _list_queues(self) -> Iterable[str]:
+        plen = len(self.prefix)
+        return [n[plen:] for n in self._mgmt.queue_names(self._vhost, self.prefix)
+                if "/" not in n[plen:] and n != self.exchange]
+
+    def _publish_batch(
+        self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
+    ) -> list[str]:
+        # Ids are chosen before sending, so a batch re-sent after a dropped connection carries
+        # the same ids and consumers can recognise a duplicate (at-least-once on reconnect).
+        ids = [uuid.uuid4().hex for _ in batch]
+        sent = 0
+
+        def send(ch: Any) -> None:
+            nonlocal sent
+            self._declare_exchange(ch)
+            while sent < len(batch):
+                key, value = batch[sent]
+                props = pika.BasicProperties(
+                    message_id=ids[sent], delivery_mode=2,
+                    headers={**headers, KEY_HEADER: key, EPOCH_HEADER: epoch},
+                )
+                try:
+                    ch.basic_publish(self.exchange, queue, value, properties=props, mandatory=True)
+                except UnroutableError:
+                    raise InvalidValueError(
+                        f"queue {queue!r} does not exist (nothing is bound to it); create_queue it first"
+                    ) from None
+                sent += 1
+
+        self._pub.run(send, f"publishing to {queue!r}")
+        return ids
+
+    # ------------------------------------------------------------------ consuming
+    def _claim_owner(self, queue: str, group: str) -> bool:
+        """Whether ``group`` is (now) the first group of ``queue``, decided by the broker."""
+        marker = self.rabbit_queue(queue) + _OWNER_SUFFIX
+
+        def claim(ch: Any) -> bool:
+            if passive_exists(ch, self.rabbit_queue(queue)) is None:
+                raise InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
+            try:
+                ch.queue_declare(marker, durable=True,
+                                 arguments={"x-dead-letter-exchange": "fastshard-owner:" + group})
+                return True
+            except ChannelClosedByBroker as exc:
+                if exc.reply_code == 406:  # declared by another group first
+                    return False
+                raise
+
+        # on a throw-away channel: a 404/406 closes it and must not touch our consumers
+        return self._sub.run(claim, f"registering group {group!r} on {queue!r}", aside=True)
+
+    def _state(self, queue: str, group: str) -> _GroupState:
+        key = (queue, group)
+        with self._lock:
+            st = self._groups.get(key)
+        if st is not None:
+            return st
+        if self._claim_owner(queue, group):
+            st = _GroupState(self.rabbit_queue(queue))
+        else:
+            st = _GroupState(self.rabbit_queue(queue, group))
+            self._sub.run(lambda ch: self._declare_bound(ch, st.rabbit_queue, queue),
+                          f"declaring the queue of group {group!r} on {queue!r}")
+        with self._lock:
+            return self._groups.setdefault(key, st)
+
+    def _ensure_consuming(self, ch: Any, st: _GroupState) -> None:
+        if st.generation == self._sub.generation and st.consumer_tag is not None:
+            return
+        # a new connection: the broker requeued everything the old one held
+        st.buffer.clear()
+        st.pending.clear()
+
+        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            st.buffer.append((method.delivery_tag, method.redelivered, props, body))
+
+        st.consumer_tag = ch.basic_consume(st.rabbit_queue, on_message, auto_ack=False)
+        st.generation = self._sub.generation
+
+    def _to_message(self, queue: str, props: Any, body: bytes, mid: str, count: int) -> Message:
+        raw = dict(props.headers or {})
+        key = raw.pop(KEY_HEADER, b"")
+        epoch = raw.pop(EPOCH_HEADER, 0)
+        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+                   for k, v in raw.items()}
+        kb = key if isinstance(key, bytes) else str(key).encode("utf-8")
+        return Message(queue, mid, kb, body, headers, int(epoch) if isinstance(epoch, int) else 0, count)
+
+    def _take(self, ch: Any, st: _GroupState, queue: str, limit: int, wait: float) -> list[Message]:
+        self._ensure_consuming(ch, st)
+        now = time.monotonic()
+        for mid in [m for m, e in st.pending.items() if e[0] <= now]:
+            # visibility timeout passed: give it back to the queue (any consumer may take it)
+            ch.basic_nack(st.pending.pop(mid)[2], requeue=True)
+        ch.connection.process_data_events(time_limit=0)
+        if not st.buffer and wait > 0:
+            ch.connection.process_data_events(time_limit=wait)
+        out: list[Message] = []
+        while st.buffer and len(out) < limit:
+            tag, redelivered, props, body = st.buffer.popleft()
+            mid = props.message_id or f"dt-{st.generation}-{tag}"
+            if mid in st.pending:  # a duplicate of a message in flight (re-sent after reconnect)
+                ch.basic_ack(tag)
+                continue
+            prev = st.counts.get(mid)
+            count = prev + 1 if prev else (2 if redelivered else 1)
+            st.counts[mid] = count
+            msg = self._to_message(queue, props, body, mid, count)
+            st.pending[mid] = [now + self.visibility_timeout, count, tag, msg]
+            out.append(msg)
+        return out
+
+    def _consume(
+        self, queue: str, group: str, consumer: str, max_messages: int, timeout: float
+    ) -> list[Message]:
+        st = self._state(queue, group)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = max(0.0, min(remaining, 0.05))
+            out = self._sub.run(lambda ch, w=wait: self._take(ch, st, queue, max_messages, w),
+                                f"consuming {queue!r}")
+            if out or time.monotonic() >= deadline:
+                return out
+
+    def _ack(self, queue: str, group: str, ids: list[str]) -> int:
+        with self._lock:
+            st = self._groups.get((queue, group))
+        if st is None:
+            return 0
+
+        def ack(ch: Any) -> int:
+            if st.generation != self._sub.generation:
+                return 0  # the connection they came on is gone: the broker redelivers them
+            done = 0
+            for mid in dict.fromkeys(ids):
+                entry = st.pending.pop(mid, None)
+                if entry is not None:
+                    ch.basic_ack(entry[2])
+                    st.counts.pop(mid, None)
+                    done += 1
+            return done
+
+        # not retried: after a reconnect the delivery tags are void and the messages requeued
+        return self._sub.run(ack, f"acking on {queue!r}", retry=False)
+
+    def _backlog(self, queue: str, group: str) -> int:
+        st = self._state(queue, group)
+
+        def count(ch: Any) -> int:
+            ok = passive_exists(ch, st.rabbit_queue)
+            if ok is None:
+                raise InvalidValueError(f"queue {queue!r} does not exist")
+            ch.connection.process_data_events(time_limit=0)  # deliveries in flight land in buffer
+            mine = len(st.buffer) + len(st.pending) if st.generation == self._sub.generation else 0
+            return int(ok.message_count) + mine
+
+        return self._sub.run(count, f"reading the backlog of {queue!r}", aside=True)
+
+    # ------------------------------------------------------------------ not a KV store
+    def _unsupported(self) -> Any:
+        raise UnsupportedOperationError("the RabbitMQ backend offers only queues")
+
+    def _kv_get(self, key: str) -> Versioned | None:
+        return self._unsupported()
+
+    def _kv_set(self, key: str, value: bytes) -> int:
+        return self._unsupported()
+
+    def _kv_cas(self, key: str, value: bytes, expected_version: int) -> int | None:
+        return self._unsupported()
+
+    def _kv_delete(self, key: str) -> bool:
+        return self._unsupported()
+
+    def _kv_keys(self, prefix: str) -> Iterable[str]:
+        return self._unsupported()
+
+    def _notify(self, channel: str, payload: bytes) -> None:
+        return self._unsupported()
+
+    def _subscribe(self, channel: str) -> Subscription:
+        return self._unsupported()
+
+    def _counter_add(self, name: str, delta: int) -> int:
+        return self._unsupported()
+
+    def _lease_acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        return self._unsupported()
+
+    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        return self._unsupported()
+
+    def _lease_release(self, name: str, owner: str, token: int) -> bool:
+        return self._unsupported()
+
+    def _lease_info(self, name: str) -> LeaseInfo | None:
+        return self._unsupported()
+
