@@ -21,14 +21,13 @@ cdef struct fs_id_block:
 
 
 cdef inline bint fs_block_take_one(fs_id_block *b, uint64_t *out) noexcept nogil:
-    """Claim one ID; false when the block is exhausted or being replaced."""
+    """Claim one value into ``out``; true if it is a valid ID, false when the block is
+    exhausted or being replaced (``out`` then holds the rejected value)."""
     cdef uint64_t x = fs_atomic_fetch_add_u64(&b.cursor, 1)
+    out[0] = x
     # end before start: an installer publishes end last, so a reader that sees the new end
     # also sees the new start (and an old end paired with a new start is an empty range).
-    if x < fs_atomic_load_u64(&b.end) and x >= fs_atomic_load_u64(&b.start):
-        out[0] = x
-        return True
-    return False
+    return x < fs_atomic_load_u64(&b.end) and x >= fs_atomic_load_u64(&b.start)
 
 
 cdef Py_ssize_t fs_block_take_many(fs_id_block *b, uint64_t *out, Py_ssize_t n) noexcept nogil

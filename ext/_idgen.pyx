@@ -17,7 +17,9 @@ first sets ``end = 0`` (nothing validates), then ``start``, then raises the curs
 ``fetch_add`` is therefore handed to that one reader only, and it is kept only if it lies in the
 ``[start, end)`` the reader then sees; blocks are installed in increasing order, so a value that
 an overshooting reader got from an old block and that falls in a new block's range was never
-given to anyone else either. Values skipped this way are wasted, never duplicated.
+given to anyone else either. Values skipped this way are wasted, never duplicated. A reader
+whose value was rejected may move the cursor back by exactly that value, and only if the
+cursor still stands right after it: then no one else has been handed anything since.
 """
 
 cimport cython
@@ -67,10 +69,15 @@ cdef class IdCore:
 
     def next_id(self):
         """One new ID (an ``int``)."""
-        cdef uint64_t x
+        cdef uint64_t x, seen
         while True:
             if fs_block_take_one(&self.blk, &x):
                 return x
+            # give the rejected value back if nobody has moved the cursor since: a value no
+            # one accepted may be handed out again, and without this every exhausted block
+            # would skip the first ID of the next (contiguous) one
+            seen = x + 1
+            fs_atomic_cas_u64(&self.blk.cursor, &seen, x)
             self._refill(1)
 
     def next_ids(self, n):
