@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class PostgresSubscription(Subscription):
         self._conn: psycopg.Connection | None = None
         self._closed = False
         self._lock = threading.Lock()
+        self._inbox: deque[str] = deque()
         backend._call(f"subscribe {channel!r}", self._listen)
 
     def _listen(self) -> None:
@@ -53,13 +55,17 @@ class PostgresSubscription(Subscription):
             # Reconnected: what was notified while we were away is lost (at-most-once).
             self._listen()
         assert self._conn is not None
-        try:
-            for n in self._conn.notifies(timeout=wait, stop_after=1):
-                return n.payload
-        except psycopg.OperationalError:
-            self._conn.close()
-            raise
-        return None
+        if not self._inbox:
+            try:
+                # Drain the generator: one network read may carry several notifications,
+                # and leaving the loop early would drop the rest.
+                self._inbox.extend(
+                    n.payload for n in self._conn.notifies(timeout=wait, stop_after=1)
+                )
+            except psycopg.OperationalError:
+                self._conn.close()
+                raise
+        return self._inbox.popleft() if self._inbox else None
 
     def get(self, timeout: float | None = None) -> bytes | None:
         if timeout is not None:
