@@ -144,6 +144,14 @@ cdef cnp.ndarray _as_hash_array(object hashes, str field):
     return np.ascontiguousarray(hashes)
 
 
+cdef inline SliceTable _current(ShardMapCore core):
+    # A core made with __new__ and never given a table must fail, not crash.
+    cdef SliceTable t = core._table
+    if t is None:
+        raise InvalidValueError("shard map has no slice table yet (call _install_table first)")
+    return t
+
+
 cdef class ShardMapCore:
     """The lookup half of a shard map: the current :class:`SliceTable` and its queries."""
 
@@ -154,38 +162,38 @@ cdef class ShardMapCore:
     @property
     def epoch(self):
         """The epoch of the table lookups currently use."""
-        return self._table.epoch
+        return _current(self).epoch
 
     def shard_for(self, key):
         """Shard id owning ``key`` (str, bytes or int, hashed with XXH3-64 like hash_key)."""
         cdef uint64_t h
-        cdef SliceTable t = self._table
+        cdef SliceTable t = _current(self)
         hash_object(key, &h)
         return t.shard_names[t._slice_shard[find_slice(t._starts, t._radix, t._shift, h)]]
 
     def shard_and_epoch_for(self, key):
         """``(shard id, epoch)`` from one table, for stamping a routed message."""
         cdef uint64_t h
-        cdef SliceTable t = self._table
+        cdef SliceTable t = _current(self)
         hash_object(key, &h)
         return (t.shard_names[t._slice_shard[find_slice(t._starts, t._radix, t._shift, h)]],
                 t.epoch)
 
     def shard_for_hash(self, h):
         """Shard id owning the 64-bit hash ``h``."""
-        cdef SliceTable t = self._table
+        cdef SliceTable t = _current(self)
         cdef uint64_t v = _hash_arg(h)
         return t.shard_names[t._slice_shard[find_slice(t._starts, t._radix, t._shift, v)]]
 
     def slice_for_hash(self, h):
         """Index (into ``slices``) of the slice containing hash ``h``."""
-        cdef SliceTable t = self._table
+        cdef SliceTable t = _current(self)
         cdef uint64_t v = _hash_arg(h)
         return find_slice(t._starts, t._radix, t._shift, v)
 
     def slices_for_many(self, hashes):
         """Slice index of every hash in a uint64 array (int32 array; GIL released)."""
-        cdef SliceTable t = self._table
+        cdef SliceTable t = _current(self)
         cdef cnp.ndarray arr = _as_hash_array(hashes, "hashes")
         cdef Py_ssize_t i, n = arr.shape[0]
         cdef cnp.ndarray out = np.empty(n, dtype=np.int32)
@@ -202,7 +210,7 @@ cdef class ShardMapCore:
         ``keys`` is a uint64 array of pre-computed hashes, or a list/tuple of str/bytes/int
         keys (hashed like ``shard_for``). Returns an int32 array; the loop runs without the GIL.
         """
-        cdef SliceTable t = self._table
+        cdef SliceTable t = _current(self)
         if isinstance(keys, np.ndarray):
             return _shards_for_hashes(t, _as_hash_array(keys, "keys"))
         if isinstance(keys, (list, tuple)):

@@ -180,6 +180,14 @@ def _dec(field: str, v: Any, lo: int = 0, hi: int = HASH_SPACE) -> int:
     return v
 
 
+def _dec_change(c: Any) -> _Change:
+    if not isinstance(c, list | tuple) or len(c) != 6 or not all(isinstance(x, str) for x in c[2:]):
+        raise InvalidValueError(
+            f"history change must be [start, end, old_shard, new_shard, old_node, new_node], got {c!r}")
+    return (_dec("history start", c[0], 0, HASH_SPACE - 1), _dec("history end", c[1], 1, HASH_SPACE),
+            c[2], c[3], c[4], c[5])
+
+
 class ShardMap(ShardMapCore):
     """The versioned assignment of hash-space slices to shards and of shards to nodes.
 
@@ -526,10 +534,8 @@ class ShardMap(ShardMapCore):
             base = _dec("history_base", d["history_base"], 0, epoch)
             records: list[tuple[int, list[_Change]]] = []
             for ep, changes in d["history"]:
-                records.append((_dec("history epoch", ep, base + 1, epoch), [
-                    (_dec("history start", c[0], 0, HASH_SPACE - 1),
-                     _dec("history end", c[1], 1, HASH_SPACE), *(str(x) for x in c[2:6]))
-                    for c in changes]))
+                records.append((_dec("history epoch", ep, base + 1, epoch),
+                                [_dec_change(c) for c in changes]))
             next_auto = check_int("next_auto", d["next_auto"], 0)
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             if isinstance(exc, InvalidValueError | InvalidTypeError):
@@ -560,7 +566,8 @@ class ShardMap(ShardMapCore):
 
     # ------------------------------------------------------------------ internals
     def _working(self) -> _State:
-        return self._work if self._batch_depth else self._state
+        work = self._work
+        return work if self._batch_depth and work is not None else self._state
 
     def _apply(self, new: _State) -> None:
         if self._batch_depth:
