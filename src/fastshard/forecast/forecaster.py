@@ -1,0 +1,481 @@
+"""The ``Forecaster``: many series, one step at a time, a bank of online models per series.
+
+A thin Python class over the Numba kernels: it owns the state arrays, validates at the
+boundary and calls the kernels; no per-series Python work happens in ``update``/``predict``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from fastshard.errors import InvalidTypeError, InvalidValueError, check_finite, check_int
+from fastshard.forecast._holtwinters import hw_cycle_init, hw_predict, hw_update
+from fastshard.forecast._naive import naive_predict, naive_predict1, naive_push
+from fastshard.forecast._rls import MAX_FEATURES, rls_predict, rls_update
+from fastshard.forecast._select import blend_reported, model_weights, track
+
+MODELS = ("auto", "select", "naive", "holtwinters", "ar")
+MAX_SEASON = 100_000
+MAX_HORIZON = 100_000
+STATE_VERSION = 1
+# Gaussian factor turning a mean absolute error into a standard deviation (sqrt(pi / 2))
+MAE_TO_SD = math.sqrt(math.pi / 2.0)
+
+#: Holt-Winters parameter sets run side by side: (alpha, beta, phi, gamma per season).
+#: A stable level with slowly learned seasons, a very stable level with seasons that track
+#: the last few cycles, and a faster level with a damped trend; chosen on the pedestrian
+#: windows (bench/), where larger alphas and undamped trends lost to every other model.
+DEFAULT_HW_SETS: tuple[tuple[float, float, float, float], ...] = (
+    (0.05, 0.0, 1.0, 0.05),
+    (0.02, 0.0, 1.0, 0.3),
+    (0.1, 0.002, 0.95, 0.5),
+)
+
+_STATE_ARRAYS = (
+    "ring", "last", "n_obs", "season_prior", "groups", "level", "trend", "seas", "theta", "P",
+    "zring", "scale", "err_sum", "err_wt", "rep_pending", "rep_sum", "rep_wt",
+)
+
+
+class Forecaster:
+    """Online forecasts for ``n_series`` series observed on one shared step clock.
+
+    Parameters
+    ----------
+    n_series:
+        number of series (more can be added later with :meth:`add_series`).
+    season_lengths:
+        seasonal periods in steps, e.g. ``(24, 168)`` for daily and weekly cycles of hourly
+        data. Empty: no seasonality (naive = last value, AR on first differences).
+    model:
+        ``"auto"`` (default) combines, per series, the models' forecasts with weights
+        ``1 / e_m^2`` from each model's rolling one-step error ``e_m`` (so the model that
+        forecasts a series best dominates it, and close competitors share); ``"select"``
+        uses only the model with the smallest rolling error; ``"naive"``, ``"holtwinters"``
+        or ``"ar"`` restrict the choice to one family.
+    step:
+        the step length in seconds (informational; kept in ``state_dict``).
+    hw_sets:
+        Holt-Winters parameter sets ``(alpha, beta, phi, gamma)`` run side by side.
+    ar_lags:
+        lags of the seasonal difference used by the RLS autoregression (default ``(1, 2)``).
+    forgetting:
+        RLS forgetting factor in (0.9, 1]: memory of about ``1 / (1 - forgetting)`` steps.
+    error_halflife:
+        half-life, in steps, of the rolling error used to choose models and size intervals
+        (default: the longest season, at least 24).
+    groups:
+        a group label per series (``-1`` = none); a series added later with the same group
+        starts from the group's seasonal shape.
+    """
+
+    def __init__(
+        self,
+        n_series: int,
+        season_lengths: Sequence[int] = (),
+        *,
+        model: str = "auto",
+        step: float | None = None,
+        hw_sets: Sequence[Sequence[float]] = DEFAULT_HW_SETS,
+        ar_lags: Sequence[int] | None = None,
+        forgetting: float = 0.995,
+        error_halflife: float | None = None,
+        groups: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        n = check_int("n_series", n_series, 0, 10_000_000)
+        seasons = _check_seasons(season_lengths)
+        if not isinstance(model, str) or model not in MODELS:
+            raise InvalidValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
+        step_s = None if step is None else _check_positive_float("step", step)
+        sets = _check_hw_sets(hw_sets)
+        lags = _check_lags(ar_lags, seasons)
+        lam = check_finite("forgetting", forgetting)
+        if not 0.9 < lam <= 1.0:
+            raise InvalidValueError(f"forgetting must be in (0.9, 1], got {forgetting}")
+        if error_halflife is None:
+            halflife = float(max(24, seasons[-1] if seasons else 24))
+        else:
+            halflife = _check_positive_float("error_halflife", error_halflife)
+        group_arr = _check_groups(groups, n)
+
+        self._model = model
+        self._step = step_s
+        self._seasons = seasons
+        self._hw_sets = sets
+        self._lags = lags
+        self._forgetting = lam
+        self._halflife = halflife
+        self._clock = 0
+        self._derive_config()
+        self._alloc(n)
+        self._a["groups"][:] = group_arr
+
+    # ------------------------------------------------------------------ configuration
+    def _derive_config(self) -> None:
+        seasons = self._seasons
+        self._L = seasons[-1] if seasons else 1
+        self._seas_len = np.asarray(seasons, dtype=np.int64)
+        self._seas_off = np.concatenate(([0], np.cumsum(self._seas_len)[:-1])).astype(np.int64)
+        self._sum_l = int(self._seas_len.sum())
+        sets = np.asarray(self._hw_sets, dtype=np.float64)
+        self._alpha = np.ascontiguousarray(sets[:, 0])
+        self._beta = np.ascontiguousarray(sets[:, 1])
+        self._phi = np.ascontiguousarray(sets[:, 2])
+        self._gamma = np.ascontiguousarray(np.repeat(sets[:, 3:4], max(1, len(seasons)), axis=1))
+        self._K = len(self._hw_sets)
+        self._M = self._K + 2
+        self._lags_arr = np.asarray(self._lags, dtype=np.int64)
+        self._Z = max(self._lags)
+        self._p = len(self._lags)
+        self._decay = 0.5 ** (1.0 / self._halflife)
+        # a model (or a service's own forecast) needs this much track record to count:
+        # the decayed weight of min(L, 24) scored steps, at least 3
+        count = max(3, min(self._L, 24))
+        self._min_wt = (1.0 - self._decay**count) / (1.0 - self._decay) - 1e-9
+        allowed = np.zeros(self._M, dtype=np.bool_)
+        if self._model in ("auto", "select", "naive"):
+            allowed[0] = True
+        if self._model in ("auto", "select", "holtwinters"):
+            allowed[1 : 1 + self._K] = True
+        if self._model in ("auto", "select", "ar"):
+            allowed[self._M - 1] = True
+        self._allowed = allowed
+        self._p0 = 100.0
+
+    def _alloc(self, n: int) -> None:
+        K, M, p = self._K, self._M, self._p
+        a: dict[str, np.ndarray] = {
+            "ring": np.full((self._L, n), np.nan),
+            "last": np.full(n, np.nan),
+            "n_obs": np.zeros(n, dtype=np.int64),
+            "season_prior": np.zeros(n, dtype=np.int64),
+            "groups": np.full(n, -1, dtype=np.int64),
+            "level": np.zeros((K, n)),
+            "trend": np.zeros((K, n)),
+            "seas": np.zeros((K, self._sum_l, n)),
+            "theta": np.zeros((p, n)),
+            "P": np.zeros((p, p, n)),
+            "zring": np.full((self._Z, n), np.nan),
+            "scale": np.zeros(n),
+            "err_sum": np.zeros((M, n)),
+            "err_wt": np.zeros((M, n)),
+            "rep_pending": np.full(n, np.nan),
+            "rep_sum": np.zeros(n),
+            "rep_wt": np.zeros(n),
+        }
+        for m in range(p):
+            a["P"][m, m, :] = self._p0
+        self._a = a
+        self._n = n
+        self._f1 = np.empty((M, n))
+        self._work = np.empty((2 * p + 3, n))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_series(self) -> int:
+        return self._n
+
+    @property
+    def season_lengths(self) -> tuple[int, ...]:
+        return self._seasons
+
+    @property
+    def step(self) -> float | None:
+        return self._step
+
+    @property
+    def steps_seen(self) -> int:
+        """Number of :meth:`update` calls so far (the shared clock)."""
+        return self._clock
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Group label per series (``-1`` = none); a read-only view."""
+        v = self._a["groups"].view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return ("naive",) + tuple(f"holtwinters[{k}]" for k in range(self._K)) + ("ar",)
+
+    def selected_models(self) -> np.ndarray:
+        """Per series, the model with the least rolling error (index into :attr:`model_names`)."""
+        return self._weights()[1]
+
+    def model_weights(self) -> np.ndarray:
+        """``(n_models, n_series)``: how much each model contributes to each series' forecast."""
+        return self._weights()[0]
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
+        w = np.empty((self._M, self._n))
+        best = np.empty(self._n, dtype=np.int64)
+        model_weights(self._a["err_sum"], self._a["err_wt"], self._min_wt, self._allowed,
+                      self._model == "auto", w, best)
+        return w, best
+
+    def rolling_error(self) -> np.ndarray:
+        """``(n_models, n_series)`` rolling mean absolute one-step error (NaN before any)."""
+        a = self._a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(a["err_wt"] > 0, a["err_sum"] / a["err_wt"], np.nan)
+
+    # ------------------------------------------------------------------ stepping
+    def update(self, values: Any, reported: Any = None) -> None:
+        """Absorb one step for every series. NaN marks a missing value.
+
+        ``reported``: optionally, each service's own forecast of the *next* step (NaN where it
+        sent none). It is scored against what then arrives and blended into ``predict``'s first
+        step with a weight learned from that track record.
+        """
+        y = _as_vector("values", values, self._n, allow_nan=True)
+        rep = None if reported is None else _as_vector("reported", reported, self._n, allow_nan=True)
+        a = self._a
+        f1 = self._f1
+        c = self._clock
+        naive_predict1(a["ring"], a["last"], c, f1[0])
+        hw_update(y, c, a["n_obs"], a["season_prior"], a["level"], a["trend"], a["seas"],
+                  self._seas_len, self._seas_off, self._alpha, self._beta, self._phi,
+                  self._gamma, f1[1 : 1 + self._K])
+        rls_update(y, a["ring"], c, a["n_obs"], self._lags_arr, a["theta"], a["P"], a["zring"],
+                   a["scale"], self._forgetting, self._p0, f1[self._M - 1], self._work)
+        naive_push(a["ring"], a["last"], c, y)
+        track(y, f1, a["err_sum"], a["err_wt"], self._decay, a["rep_pending"], a["rep_sum"],
+              a["rep_wt"], a["n_obs"])
+        hw_cycle_init(y, a["ring"], c, a["n_obs"], a["season_prior"], a["level"], a["trend"],
+                      a["seas"], self._seas_len, self._seas_off)
+        if rep is None:
+            a["rep_pending"].fill(np.nan)
+        else:
+            np.copyto(a["rep_pending"], rep)
+        self._clock = c + 1
+
+    def predict(self, h: int) -> np.ndarray:
+        """Point forecasts of the next ``h`` steps: an array ``(n_series, h)``.
+
+        NaN for a series that has never been observed. The array is a transposed view of a
+        step-major buffer (the kernels work step by step across all series).
+        """
+        h = check_int("h", h, 1, MAX_HORIZON)
+        w, best = self._weights()
+        return self._predict(h, w, best)
+
+    def _predict(self, h: int, w: np.ndarray, best: np.ndarray) -> np.ndarray:
+        a = self._a
+        n = self._n
+        c = self._clock
+        acc = np.zeros((h, n))
+        used = w.any(axis=1)
+        if used[0]:
+            naive_predict(a["ring"], a["last"], c, w[0], acc)
+        for k in range(self._K):
+            if used[1 + k]:
+                hw_predict(k, c, a["level"], a["trend"], a["seas"], self._seas_len,
+                           self._seas_off, self._phi, w[1 + k], acc)
+        if used[self._M - 1]:
+            zbuf = np.empty((self._Z + h, n))
+            rls_predict(c, a["ring"], a["last"], self._lags_arr, a["theta"], a["zring"],
+                        a["scale"], zbuf, w[self._M - 1], acc)
+        blend_reported(acc, best, a["err_sum"], a["err_wt"], a["rep_pending"], a["rep_sum"],
+                       a["rep_wt"], self._min_wt)
+        never = a["n_obs"] == 0
+        if never.any():
+            acc[:, never] = np.nan
+        return acc.T
+
+    def predict_interval(self, h: int, q: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """Central ``q`` prediction interval of the next ``h`` steps: ``(lower, upper)``.
+
+        Width from the best model's rolling one-step error, assumed Gaussian, growing like
+        ``sqrt(j)`` with the horizon ``j`` but capped at the seasonal naive model's error (a
+        forecast ``j`` steps ahead is never less certain than "same as one season ago").
+        """
+        h = check_int("h", h, 1, MAX_HORIZON)
+        qv = check_finite("q", q)
+        if not 0.0 < qv < 1.0:
+            raise InvalidValueError(f"q must be in (0, 1), got {q}")
+        w, best = self._weights()
+        mid = self._predict(h, w, best)
+        z = NormalDist().inv_cdf(0.5 + qv / 2.0)
+        err = np.nan_to_num(self.rolling_error(), nan=0.0)
+        sd1 = MAE_TO_SD * np.take_along_axis(err, best[None, :], axis=0)[0]
+        sd_cap = np.maximum(sd1, MAE_TO_SD * err[0])
+        j = np.sqrt(np.arange(1, h + 1, dtype=np.float64))
+        sd = np.minimum(sd1[:, None] * j[None, :], sd_cap[:, None])
+        return mid - z * sd, mid + z * sd
+
+    # ------------------------------------------------------------------ growth
+    def add_series(self, k: int = 1, group: int | None = None) -> range:
+        """Append ``k`` new series; returns their indices.
+
+        With ``group``, the new series get that group label and start from the group's
+        average seasonal shape (relative to level) over members with a full season of
+        history; their first observation sets the scale. Without history in the group they
+        start cold.
+        """
+        k = check_int("k", k, 1, 10_000_000)
+        g = -1 if group is None else check_int("group", group, 0, 2**62)
+        old = self._n
+        fresh = Forecaster.__new__(Forecaster)
+        fresh.__dict__.update({x: y for x, y in self.__dict__.items() if x != "_a"})
+        fresh._alloc(k)
+        shape = self._group_shape(g) if g >= 0 else None
+        if shape is not None:
+            fresh._a["seas"][:] = shape[:, :, None]
+            fresh._a["season_prior"][:] = 2
+        fresh._a["groups"][:] = g
+        axis_of = {"ring": 1, "last": 0, "n_obs": 0, "season_prior": 0, "groups": 0, "level": 1,
+                   "trend": 1, "seas": 2, "theta": 1, "P": 2, "zring": 1, "scale": 0,
+                   "err_sum": 1, "err_wt": 1, "rep_pending": 0, "rep_sum": 0, "rep_wt": 0}
+        grown = {name: np.ascontiguousarray(np.concatenate((arr, fresh._a[name]), axis=axis_of[name]))
+                 for name, arr in self._a.items()}
+        self._a = grown
+        self._n = old + k
+        self._f1 = np.empty((self._M, self._n))
+        self._work = np.empty((2 * self._p + 3, self._n))
+        return range(old, old + k)
+
+    def _group_shape(self, g: int) -> np.ndarray | None:
+        a = self._a
+        members = np.flatnonzero((a["groups"] == g) & (a["n_obs"] >= max(1, self._L)))
+        if members.size == 0 or self._sum_l == 0:
+            return None
+        lv = a["level"][:, members]  # (K, m)
+        ok = lv > 0
+        if not ok.any():
+            return None
+        rel = a["seas"][:, :, members] / np.where(ok, lv, 1.0)[:, None, :]
+        weights = ok[:, None, :].astype(np.float64)
+        denom = np.maximum(weights.sum(axis=2), 1.0)
+        return (rel * weights).sum(axis=2) / denom  # (K, sum_l), relative to level
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: config plus copies of the state arrays."""
+        return {
+            "version": STATE_VERSION,
+            "config": {
+                "season_lengths": list(self._seasons),
+                "model": self._model,
+                "step": self._step,
+                "hw_sets": [list(s) for s in self._hw_sets],
+                "ar_lags": list(self._lags),
+                "forgetting": self._forgetting,
+                "error_halflife": self._halflife,
+            },
+            "clock": self._clock,
+            "n_series": self._n,
+            "arrays": {name: arr.copy() for name, arr in self._a.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> Forecaster:
+        """Rebuild a forecaster saved by :meth:`state_dict`; shapes are checked first."""
+        if not isinstance(d, dict):
+            raise InvalidTypeError(f"state must be a dict, got {type(d).__name__}")
+        if d.get("version") != STATE_VERSION:
+            raise InvalidValueError(
+                f"state version must be {STATE_VERSION}, got {d.get('version')!r}"
+            )
+        try:
+            cfg, arrays = d["config"], d["arrays"]
+            n, clock = d["n_series"], d["clock"]
+        except KeyError as exc:
+            raise InvalidValueError(f"state is missing the field {exc.args[0]!r}") from None
+        f = cls(n, cfg["season_lengths"], model=cfg["model"], step=cfg["step"],
+                hw_sets=cfg["hw_sets"], ar_lags=cfg["ar_lags"], forgetting=cfg["forgetting"],
+                error_halflife=cfg["error_halflife"])
+        clock = check_int("clock", clock, 0)
+        missing = set(_STATE_ARRAYS) - set(arrays)
+        if missing:
+            raise InvalidValueError(f"state arrays missing: {sorted(missing)}")
+        loaded = {}
+        for name, ref in f._a.items():
+            arr = np.asarray(arrays[name])
+            if arr.shape != ref.shape:
+                raise InvalidValueError(
+                    f"state array {name!r} must have shape {ref.shape}, got {arr.shape}"
+                )
+            loaded[name] = np.ascontiguousarray(arr, dtype=ref.dtype).copy()
+        f._a = loaded
+        f._clock = clock
+        return f
+
+
+# ---------------------------------------------------------------------- validation helpers
+def _check_positive_float(name: str, value: Any) -> float:
+    v = check_finite(name, value)
+    if v <= 0:
+        raise InvalidValueError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def _check_seasons(season_lengths: Any) -> tuple[int, ...]:
+    if isinstance(season_lengths, (str, bytes)) or not isinstance(season_lengths, Sequence):
+        raise InvalidTypeError(
+            f"season_lengths must be a sequence of ints, got {type(season_lengths).__name__}"
+        )
+    out = sorted({check_int("season_lengths[]", s, 2, MAX_SEASON) for s in season_lengths})
+    if len(out) > 4:
+        raise InvalidValueError(f"season_lengths must have at most 4 seasons, got {len(out)}")
+    return tuple(out)
+
+
+def _check_hw_sets(sets: Any) -> tuple[tuple[float, float, float, float], ...]:
+    try:
+        rows = [tuple(s) for s in sets]
+    except TypeError:
+        raise InvalidTypeError("hw_sets must be a sequence of (alpha, beta, phi, gamma)") from None
+    if not 1 <= len(rows) <= 8:
+        raise InvalidValueError(f"hw_sets must hold 1-8 parameter sets, got {len(rows)}")
+    out = []
+    for r in rows:
+        if len(r) != 4:
+            raise InvalidValueError(f"each hw_sets entry must be (alpha, beta, phi, gamma), got {r!r}")
+        alpha, beta, phi, gamma = (check_finite("hw_sets[]", x) for x in r)
+        if not (0 < alpha <= 1 and 0 <= beta <= 1 and 0 < phi <= 1 and 0 <= gamma <= 1):
+            raise InvalidValueError(
+                "hw_sets entries need alpha in (0, 1], beta in [0, 1], phi in (0, 1], gamma in "
+                f"[0, 1]; got {r!r}"
+            )
+        out.append((alpha, beta, phi, gamma))
+    return tuple(out)
+
+
+def _check_lags(ar_lags: Any, seasons: tuple[int, ...]) -> tuple[int, ...]:
+    if ar_lags is None:
+        lags = [1, 2]  # measured best on the pedestrian windows among (1), (1,2), (1,24), (1,2,24)
+    else:
+        lags = [check_int("ar_lags[]", x, 1, MAX_SEASON) for x in ar_lags]
+    lags = sorted(set(lags))
+    if not 1 <= len(lags) <= MAX_FEATURES:
+        raise InvalidValueError(f"ar_lags must hold 1-{MAX_FEATURES} distinct lags, got {len(lags)}")
+    return tuple(lags)
+
+
+def _check_groups(groups: Any, n: int) -> np.ndarray:
+    if groups is None:
+        return np.full(n, -1, dtype=np.int64)
+    arr = np.asarray(groups)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidValueError(f"groups must be {n} integer labels (-1 = none), got shape {arr.shape}")
+    if (arr < -1).any():
+        raise InvalidValueError("groups labels must be >= -1")
+    return arr.astype(np.int64)
+
+
+def _as_vector(name: str, values: Any, n: int, *, allow_nan: bool) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"{name} must be an array of {n} numbers") from None
+    if arr.shape != (n,):
+        raise InvalidValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if np.isinf(arr).any() or (not allow_nan and np.isnan(arr).any()):
+        raise InvalidValueError(f"{name} must be finite numbers (NaN = missing), got inf")
+    return np.ascontiguousarray(arr)
