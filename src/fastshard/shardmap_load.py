@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from fastshard.errors import InvalidTypeError, InvalidValueError
-
-HASH_SPACE = 1 << 64
+from fastshard.shardmap_slices import HASH_SPACE
 
 
 class LoadReservoir:
