@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False, always_allow_keywords=False
 """Compiled key hashing (XXH3-64) and monotone bucket functions (jump hash, JumpBackHash).
 
 Public Python API lives in fastshard.hashing; this module is the validated boundary around

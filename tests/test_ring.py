@@ -1,0 +1,531 @@
+"""fastshard.Ring: weighted consistent placement with removal of any node.
+
+The compiled ring is compared with a plain-Python twin (``PyRing`` below, the algorithm of
+docs/hashing.md written out) under random sequences of changes, and its user-facing
+guarantees are checked directly: minimal movement, weights, balance, errors leaving the ring
+unchanged, and state round trips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastshard
+from fastshard.errors import (
+    DuplicateNodeError,
+    EmptyRingError,
+    InvalidTypeError,
+    InvalidValueError,
+    UnknownNodeError,
+)
+from fastshard.hashing import hash_key, hash_many
+from fastshard.ring import DEFAULT_RESOLUTION, MAX_RING_BUCKETS, Ring
+
+M64 = (1 << 64) - 1
+
+# ---------------------------------------------------------------------------------------
+# Plain-Python twin
+# ---------------------------------------------------------------------------------------
+
+
+def py_mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def py_jumpback(h: int, n: int) -> int:
+    if n <= 1:
+        return 0
+    top = (n - 1).bit_length() - 1
+    v = py_mix64(h) & ((2 << top) - 1)
+    while v:
+        q = v.bit_length() - 1
+        low = 1 << q
+        x = low + (py_mix64((h + 0x9E3779B97F4A7C15 * (q + 1)) & M64) & (low - 1))
+        if x < n:
+            return x
+        k = 1
+        while True:
+            word = py_mix64((h + 0x9E3779B97F4A7C15 * (64 * k + q + 1)) & M64)
+            x = ((word >> 32) * x) >> 32
+            if x < low:
+                break
+            if x < n:
+                return x
+            k += 1
+        v &= ~low
+    return 0
+
+
+class PyRing:
+    """The ring algorithm in plain Python: AnchorHash over JumpBackHash-placed buckets."""
+
+    def __init__(self, resolution: float = DEFAULT_RESOLUTION):
+        self.resolution = resolution
+        self.removed_at: list[int] = []  # -1 while working
+        self.node: list[int] = []
+        self.succ: list[int] = []
+        self.position: list[int] = []
+        self.occupant: list[int] = []
+        self.removed: list[int] = []
+        self.working = 0
+        self.names: list = []
+        self.buckets: list[list[int]] = []
+
+    def count(self, weight: float) -> int:
+        return max(1, math.floor(weight * self.resolution + 0.5))
+
+    def acquire(self, node: int) -> int:
+        if self.removed:
+            b = self.removed.pop()
+            last = self.occupant[self.working]
+            self.position[last] = self.working
+            self.occupant[self.position[b]] = b
+        else:
+            b = len(self.removed_at)
+            for arr in (self.removed_at, self.node, self.succ, self.position, self.occupant):
+                arr.append(0)
+            self.position[b] = b
+            self.occupant[b] = b
+        self.succ[b] = b
+        self.removed_at[b] = -1
+        self.node[b] = node
+        self.working += 1
+        return b
+
+    def release(self, b: int) -> None:
+        self.working -= 1
+        last = self.occupant[self.working]
+        self.removed_at[b] = self.working
+        self.occupant[self.position[b]] = last
+        self.position[last] = self.position[b]
+        self.succ[b] = last
+        self.removed.append(b)
+
+    def add(self, name, weight=1.0):
+        idx = len(self.names)
+        self.names.append(name)
+        self.buckets.append([self.acquire(idx) for _ in range(self.count(weight))])
+
+    def remove(self, name):
+        idx = self.names.index(name)
+        for b in reversed(self.buckets[idx]):
+            self.release(b)
+        del self.names[idx]
+        del self.buckets[idx]
+        for i, own in enumerate(self.buckets):
+            for b in own:
+                self.node[b] = i
+
+    def set_weight(self, name, weight):
+        idx = self.names.index(name)
+        own, c = self.buckets[idx], self.count(weight)
+        while len(own) < c:
+            own.append(self.acquire(idx))
+        while len(own) > c:
+            self.release(own.pop())
+
+    def lookup_hash(self, h: int) -> int:
+        b = py_jumpback(h, len(self.removed_at))
+        while self.removed_at[b] >= 0:
+            size = self.removed_at[b]
+            word = py_mix64((h + 0xD1B54A32D192ED03 * (b + 1)) & M64)
+            x = ((word >> 32) * size) >> 32
+            while self.removed_at[x] >= size:
+                x = self.succ[x]
+            b = x
+        return self.node[b]
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+KEYS = [f"user:{i}" for i in range(60_000)]
+HASHES = hash_many(KEYS)
+
+
+def owners(ring: Ring, hashes: np.ndarray = HASHES) -> np.ndarray:
+    """Owner names (as an object array) for every hash."""
+    return np.array(ring.nodes, dtype=object)[ring.lookup_many(hashes)]
+
+
+def random_hashes(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 1 << 64, size=count, dtype=np.uint64)
+
+
+# ---------------------------------------------------------------------------------------
+# compiled ring == twin, under random change sequences
+# ---------------------------------------------------------------------------------------
+
+operations = st.lists(
+    st.tuples(st.sampled_from(["add", "remove", "reweight"]), st.integers(0, 11),
+              st.sampled_from([0.05, 0.3, 1.0, 1.7, 4.0])),
+    min_size=1, max_size=25)
+
+
+@settings(max_examples=120, deadline=None)
+@given(operations, st.sampled_from([1.0, 3.0, 40.0]))
+def test_ring_equals_python_twin(ops, resolution):
+    ring, twin = Ring(resolution=resolution), PyRing(resolution)
+    probe = [int(h) for h in random_hashes(150, len(ops))]
+    probe_arr = np.array(probe, dtype=np.uint64)
+    for op, n, w in ops:
+        name = f"n{n}"
+        if op == "add" and name not in ring:
+            ring.add(name, w)
+            twin.add(name, w)
+        elif op == "remove" and name in ring:
+            ring.remove(name)
+            twin.remove(name)
+        elif op == "reweight" and name in ring:
+            ring.set_weight(name, w)
+            twin.set_weight(name, w)
+        assert ring.nodes == twin.names
+        if len(ring):
+            got = ring.lookup_many(probe_arr).tolist()
+            assert got == [twin.lookup_hash(h) for h in probe]
+            assert ring.lookup_hash(probe[0]) == twin.names[got[0]]
+
+
+# ---------------------------------------------------------------------------------------
+# minimal movement
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("victim", [0, 3, 9])
+def test_removing_any_node_moves_only_its_keys(victim):
+    ring = Ring([f"n{i}" for i in range(10)])
+    before = owners(ring)
+    name = f"n{victim}"
+    ring.remove(name)
+    after = owners(ring)
+    moved = before != after
+    assert set(before[moved]) == {name}
+    assert np.all(moved == (before == name))  # every key it owned moved, nothing else
+    optimum = 1 / 10
+    assert abs(moved.mean() - optimum) < 0.1 * optimum
+    # its keys spread over all the others
+    assert set(after[moved]) == {f"n{i}" for i in range(10) if i != victim}
+
+
+def test_adding_a_node_moves_only_keys_onto_it():
+    ring = Ring([f"n{i}" for i in range(10)])
+    before = owners(ring)
+    ring.add("new", 2.0)
+    after = owners(ring)
+    moved = before != after
+    assert set(after[moved]) == {"new"}
+    optimum = 2.0 / 12.0
+    assert abs(moved.mean() - optimum) < 0.1 * optimum
+
+
+def test_remove_then_add_restores_the_same_placement():
+    ring = Ring([f"n{i}" for i in range(8)], [1, 2, 1, 3, 1, 1, 0.5, 1])
+    before = owners(ring)
+    ring.remove("n3")
+    ring.add("n3", 3)
+    assert ring.nodes[-1] == "n3"
+    assert np.array_equal(before, owners(ring))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30)), min_size=1, max_size=30))
+def test_every_change_moves_only_the_changed_nodes_keys(ops):
+    ring = Ring([f"s{i}" for i in range(6)])
+    hashes = HASHES[:4000]
+    for is_add, n in ops:
+        name = f"x{n}"
+        before = owners(ring, hashes)
+        if is_add and name not in ring:
+            ring.add(name, 0.5 + (n % 3))
+            changed = owners(ring, hashes)
+            assert set(changed[before != changed]) <= {name}
+        elif not is_add and name in ring:
+            ring.remove(name)
+            changed = owners(ring, hashes)
+            assert set(before[before != changed]) <= {name}
+
+
+def test_set_weight_moves_keys_only_onto_or_off_the_node():
+    ring = Ring([f"n{i}" for i in range(6)])
+    before = owners(ring)
+    ring.set_weight("n2", 3.0)
+    heavier = owners(ring)
+    moved = before != heavier
+    assert set(heavier[moved]) == {"n2"}
+    assert abs((heavier == "n2").mean() - 3 / 8) < 0.02
+    ring.set_weight("n2", 0.5)
+    lighter = owners(ring)
+    moved = heavier != lighter
+    assert set(heavier[moved]) == {"n2"}
+    assert abs((lighter == "n2").mean() - 0.5 / 5.5) < 0.02
+    assert ring.weights[2] == 0.5 and ring.bucket_counts[2] == 20
+
+
+def test_many_removals_and_additions_stay_consistent_and_balanced():
+    ring = Ring([f"n{i}" for i in range(40)])
+    rng = np.random.default_rng(5)
+    for step in range(60):
+        if len(ring) > 5 and rng.random() < 0.5:
+            ring.remove(ring.nodes[rng.integers(len(ring))])
+        else:
+            ring.add(f"m{step}")
+    counts = np.bincount(ring.lookup_many(HASHES), minlength=len(ring))
+    expected = HASHES.size / len(ring)
+    assert counts.min() > 0.75 * expected and counts.max() < 1.25 * expected
+    assert ring.copy() == ring
+    assert np.array_equal(ring.copy().lookup_many(HASHES), ring.lookup_many(HASHES))
+
+
+# ---------------------------------------------------------------------------------------
+# weights and balance
+# ---------------------------------------------------------------------------------------
+
+
+def test_load_is_proportional_to_weight():
+    weights = [1.0, 2.0, 3.0, 0.5, 1.5]
+    ring = Ring(["a", "b", "c", "d", "e"], weights)
+    hashes = random_hashes(400_000, 11)
+    share = np.bincount(ring.lookup_many(hashes), minlength=5) / hashes.size
+    expected = np.array(weights) / sum(weights)
+    assert np.all(np.abs(share - expected) < 0.03 * expected + 0.002)
+
+
+@pytest.mark.parametrize("nodes", [16, 64, 256])
+def test_balance_matches_a_uniform_random_assignment(nodes):
+    """max/mean keys per node within 2% of what independent uniform choices give."""
+    ring = Ring([f"n{i}" for i in range(nodes)])
+    keys_n = 200 * nodes
+    rng = np.random.default_rng(nodes)
+    ring_ratios, uniform_ratios = [], []
+    for trial in range(8):
+        hashes = random_hashes(keys_n, 1000 * nodes + trial)
+        counts = np.bincount(ring.lookup_many(hashes), minlength=nodes)
+        ring_ratios.append(counts.max() / counts.mean())
+        uniform = np.bincount(rng.integers(0, nodes, size=keys_n), minlength=nodes)
+        uniform_ratios.append(uniform.max() / uniform.mean())
+    assert np.mean(ring_ratios) <= np.mean(uniform_ratios) * 1.02
+
+
+def test_string_keys_spread_over_equal_nodes():
+    ring = Ring([f"n{i}" for i in range(64)])
+    counts = np.bincount(ring.lookup_many(KEYS), minlength=64)
+    assert counts.max() / counts.mean() < 1.2
+
+
+# ---------------------------------------------------------------------------------------
+# lookups
+# ---------------------------------------------------------------------------------------
+
+
+def test_lookup_forms_agree():
+    ring = Ring(["a", "b", "c", 7], [1, 2, 1, 1])
+    keys = ["x", b"y", 5, -3, "ünïcode", ""]
+    idx = ring.lookup_many(keys)
+    assert idx.dtype == np.int32
+    for key, i in zip(keys, idx, strict=True):
+        assert ring.lookup(key) == ring.nodes[i]
+        assert ring.lookup_index(key) == i
+        assert ring.lookup_hash(hash_key(key)) == ring.nodes[i]
+    assert ring.lookup_many(tuple(keys)).tolist() == idx.tolist()
+    assert ring.lookup_many(iter(keys)).tolist() == idx.tolist()
+    assert ring.lookup_many(hash_many(keys)).tolist() == idx.tolist()
+    assert ring.lookup_many(np.array(["x", "ünïcode"])).tolist() == [idx[0], idx[4]]
+    assert ring.lookup_many(np.array([b"y"])).tolist() == [idx[1]]
+    signed = hash_many(["x"]).astype(np.int64)
+    if signed[0] >= 0:
+        assert ring.lookup_many(signed).tolist() == [idx[0]]
+    assert ring.lookup_many([]).shape == (0,)
+
+
+def test_lookup_many_errors():
+    ring = Ring(["a", "b"])
+    with pytest.raises(InvalidTypeError, match="str"):
+        ring.lookup_many("abc")
+    with pytest.raises(InvalidTypeError, match="float"):
+        ring.lookup_many(["a", 1.5])
+    with pytest.raises(InvalidTypeError, match="float64"):
+        ring.lookup_many(np.array([1.0]))
+    with pytest.raises(InvalidValueError, match="negative"):
+        ring.lookup_many(np.array([-1], dtype=np.int64))
+    with pytest.raises(InvalidValueError, match="1-dimensional"):
+        ring.lookup_many(np.zeros((2, 2), dtype=np.uint64))
+    with pytest.raises(InvalidTypeError):
+        ring.lookup_many(12)
+
+
+@pytest.mark.parametrize("key", [1.5, None, bytearray(b"x"), ("a",)])
+def test_lookup_wrong_key_type(key):
+    ring = Ring(["a"])
+    with pytest.raises(InvalidTypeError, match=type(key).__name__):
+        ring.lookup(key)
+
+
+def test_lookup_hash_validation():
+    ring = Ring(["a"])
+    with pytest.raises(InvalidValueError):
+        ring.lookup_hash(-1)
+    with pytest.raises(InvalidValueError):
+        ring.lookup_hash(1 << 64)
+    with pytest.raises(InvalidTypeError):
+        ring.lookup_hash("1")
+    assert ring.lookup_hash(np.uint64(M64)) == "a"
+
+
+def test_empty_ring():
+    ring = Ring()
+    for call in (lambda: ring.lookup("k"), lambda: ring.lookup_hash(1),
+                 lambda: ring.lookup_index("k"), lambda: ring.lookup_many(["k"])):
+        with pytest.raises(EmptyRingError, match="no nodes"):
+            call()
+    assert ring.lookup_many([]).shape == (0,)
+    ring.add("a")
+    ring.remove("a")
+    with pytest.raises(EmptyRingError):
+        ring.lookup("k")
+    ring.add("b")
+    assert ring.lookup("k") == "b"
+
+
+def test_batch_lookup_is_safe_while_another_thread_changes_the_ring():
+    ring = Ring([f"n{i}" for i in range(32)])
+    hashes = random_hashes(300_000, 3)
+    errors: list[BaseException] = []
+
+    def reader():
+        try:
+            for _ in range(10):
+                idx = ring.lookup_many(hashes)
+                assert idx.min() >= 0 and idx.max() < 40
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(40):
+        ring.add(f"extra{i}") if i % 2 == 0 else ring.remove(f"extra{i - 1}")
+    t.join()
+    assert not errors
+
+
+# ---------------------------------------------------------------------------------------
+# bad input leaves the ring unchanged
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda r: r.add("a"), DuplicateNodeError, "already"),
+        (lambda r: r.add("z", 0), InvalidValueError, "weight must be > 0"),
+        (lambda r: r.add("z", -1.0), InvalidValueError, "weight"),
+        (lambda r: r.add("z", float("nan")), InvalidValueError, "weight must be finite"),
+        (lambda r: r.add("z", float("inf")), InvalidValueError, "weight must be finite"),
+        (lambda r: r.add("z", "2"), InvalidTypeError, "weight"),
+        (lambda r: r.add("z", True), InvalidTypeError, "weight"),
+        (lambda r: r.add("z", 1e12), InvalidValueError, "virtual buckets"),
+        (lambda r: r.add(1.5), InvalidTypeError, "node must be a str or int"),
+        (lambda r: r.add(None), InvalidTypeError, "NoneType"),
+        (lambda r: r.remove("zz"), UnknownNodeError, "not in the ring"),
+        (lambda r: r.remove(["unhashable"]), UnknownNodeError, "not in the ring"),
+        (lambda r: r.set_weight("zz", 1.0), UnknownNodeError, "not in the ring"),
+        (lambda r: r.set_weight("a", 0.0), InvalidValueError, "weight"),
+        (lambda r: r.set_weight("a", float("nan")), InvalidValueError, "weight"),
+        (lambda r: r.index("zz"), UnknownNodeError, "zz"),
+    ],
+)
+def test_bad_input_raises_and_leaves_ring_unchanged(call, error, message):
+    ring = Ring(["a", "b", "c"], [1.0, 2.0, 0.5])
+    ring.remove("b")
+    before_state = ring.to_dict()
+    before_place = ring.lookup_many(HASHES[:5000])
+    with pytest.raises(error, match=message):
+        call(ring)
+    assert ring.to_dict() == before_state
+    assert np.array_equal(ring.lookup_many(HASHES[:5000]), before_place)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"nodes": ["a", "a"]}, DuplicateNodeError, "twice"),
+        ({"nodes": ["a", "b"], "weights": [1.0]}, InvalidValueError, "one entry per node"),
+        ({"nodes": ["a"], "weights": [0.0]}, InvalidValueError, "weight"),
+        ({"nodes": ["a"], "weights": [math.nan]}, InvalidValueError, "finite"),
+        ({"nodes": "abc"}, InvalidTypeError, "single str"),
+        ({"nodes": 5}, InvalidTypeError, "iterable"),
+        ({"nodes": ["a"], "weights": 3}, InvalidTypeError, "weights"),
+        ({"nodes": ["a"], "resolution": 0}, InvalidValueError, "resolution"),
+        ({"nodes": [f"n{i}" for i in range(5)], "weights": [MAX_RING_BUCKETS / 80] * 5},
+         InvalidValueError, "virtual buckets"),
+    ],
+)
+def test_constructor_validation(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Ring(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# introspection and state
+# ---------------------------------------------------------------------------------------
+
+
+def test_introspection():
+    ring = Ring(["a", "b", 3], [1, 2.5, 0.01], resolution=10)
+    assert fastshard.Ring is Ring
+    assert len(ring) == 3 and list(ring) == ["a", "b", 3]
+    assert "a" in ring and 3 in ring and "zz" not in ring and ["x"] not in ring
+    assert ring.weights == [1.0, 2.5, 0.01]
+    assert ring.bucket_counts == [10, 25, 1]  # never fewer than one bucket
+    assert ring.index("b") == 1
+    ring.remove("a")
+    assert ring.nodes == ["b", 3] and ring.index(3) == 1
+    assert "2 nodes" in repr(ring)
+    assert ring.table.working == 26 and ring.table.anchor == 36
+
+
+def test_state_round_trip_through_json_gives_identical_placement():
+    ring = Ring([f"n{i}" for i in range(12)], [1 + (i % 3) for i in range(12)])
+    ring.remove("n4")
+    ring.remove("n0")
+    ring.add("late", 1.3)
+    ring.set_weight("n7", 0.4)
+    state = json.loads(json.dumps(ring.to_dict()))
+    clone = Ring.from_dict(state)
+    assert clone == ring
+    assert np.array_equal(clone.lookup_many(HASHES), ring.lookup_many(HASHES))
+    for arr in ("slots", "succ", "position", "occupant"):
+        assert np.array_equal(getattr(clone.table, arr)[: ring.table.anchor],
+                              getattr(ring.table, arr)[: ring.table.anchor])
+    # the clone evolves exactly like the original
+    clone.add("x")
+    ring.add("x")
+    assert np.array_equal(clone.lookup_many(HASHES), ring.lookup_many(HASHES))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.update(version=99), "version"),
+        (lambda s: s.pop("anchor"), "missing"),
+        (lambda s: s["buckets"][0].append(10_000), "out of range"),
+        (lambda s: s["buckets"][1].append(s["buckets"][0][0]), "shared"),
+        (lambda s: s["removed"].append(0), "partition"),
+        (lambda s: s["weights"].__setitem__(0, -1), "weight"),
+        (lambda s: s["nodes"].__setitem__(1, s["nodes"][0]), "twice"),
+    ],
+)
+def test_from_dict_rejects_corrupt_state(mutate, message):
+    state = Ring(["a", "b", "c"]).to_dict()
+    mutate(state)
+    with pytest.raises(InvalidValueError, match=message):
+        Ring.from_dict(state)
