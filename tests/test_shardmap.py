@@ -136,7 +136,12 @@ def test_lookup_input_errors():
         m.shards_for_many(["a", None])
     with pytest.raises(InvalidTypeError, match="numpy uint64 array"):
         m.slices_for_many([1, 2])
+    with pytest.raises(InvalidValueError, match="int key must be in"):
+        m.shards_for_many(["ok", 2**64])
+    with pytest.raises(InvalidValueError, match="int key must be in"):
+        m.shard_for(-(2**63) - 1)
     assert m.shards_for_many([]).shape == (0,)
+    assert m.shards_for_many(("a", b"a")).tolist() == [m.shards.index(m.shard_for("a"))] * 2
 
 
 # ---------------------------------------------------------------- construction and reading
