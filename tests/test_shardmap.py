@@ -84,7 +84,11 @@ def assert_partition(m: ShardMap) -> None:
 # ---------------------------------------------------------------- the compiled table
 @st.composite
 def slice_tables(draw):
-    starts = sorted(set([0] + draw(st.lists(U64, max_size=300))))
+    spread = draw(st.lists(U64, max_size=300))
+    # clustered starts put many slices in one radix bucket, exercising the in-bucket search
+    base = draw(U64)
+    cluster = [min(base + d, HASH_SPACE - 1) for d in draw(st.lists(st.integers(0, 5000), max_size=100))]
+    starts = sorted(set([0] + spread + cluster))
     nshards = draw(st.integers(1, 40))
     owners = draw(st.lists(st.integers(0, nshards - 1), min_size=len(starts), max_size=len(starts)))
     return starts, owners, tuple(f"x{i}" for i in range(nshards))
