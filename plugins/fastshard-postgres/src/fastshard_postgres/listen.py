@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -77,7 +78,7 @@ class PostgresSubscription(Subscription):
             while not self._closed:
                 wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
                 payload = self._backend._call(
-                    f"receive on {self._channel!r}", lambda w=wait: self._next(w)
+                    f"receive on {self._channel!r}", partial(self._next, wait)
                 )
                 if payload is not None:
                     return self._backend._decode_payload(payload)

@@ -25,6 +25,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -104,7 +105,7 @@ class _RedisSubscription(Subscription):
             # which is pub/sub's (and the contract's) at-most-once delivery.
             msg = self._backend._call(
                 f"receive on {self._channel!r}",
-                lambda w=wait: self._pubsub.get_message(timeout=w),
+                partial(self._pubsub.get_message, timeout=wait),
             )
             if msg is not None and msg["type"] == "message":
                 return bytes(msg["data"])
@@ -284,7 +285,7 @@ class RedisBackend(Backend):
             try:
                 joined = self._call(
                     f"publish to {queue!r}",
-                    lambda a=args, d=dedup: self._script("PUBLISH", [stream, d], a),
+                    partial(self._script, "PUBLISH", [stream, dedup], args),
                     queue=queue,
                 )
             except BackendError as exc:
@@ -325,8 +326,13 @@ class RedisBackend(Backend):
             wait = min(left, self.visibility_timeout / 4, 1.0, self.socket_timeout / 2)
             reply = self._call(
                 f"consume {queue!r}",
-                lambda w=wait: self._client.xreadgroup(
-                    group, consumer, {stream: ">"}, count=max_messages, block=max(1, int(w * 1000))
+                partial(
+                    self._client.xreadgroup,
+                    group,
+                    consumer,
+                    {stream: ">"},
+                    count=max_messages,
+                    block=max(1, int(wait * 1000)),
                 ),
             )
             if reply:
