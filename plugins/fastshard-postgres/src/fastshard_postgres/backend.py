@@ -29,9 +29,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from fastshard.backends.base import Backend, LeaseInfo, Message, Subscription, Versioned
+from fastshard.backends.base import Backend, LeaseInfo, Subscription, Versioned
 from fastshard.backends.retry import call_with_retry
 from fastshard.errors import (
     BackendError,
@@ -42,6 +41,7 @@ from fastshard.errors import (
 )
 from fastshard_postgres.listen import PostgresSubscription, QueueWaker, encode_payload
 from fastshard_postgres.pool import ConnectionPool
+from fastshard_postgres.queues import QueueTables
 from fastshard_postgres.schema import (
     channel_name,
     ddl,
@@ -53,10 +53,6 @@ T = TypeVar("T")
 Conn = psycopg.Connection
 
 
-class _NoQueue(Exception):
-    """Raised inside a transaction (rolling it back) when the queue does not exist."""
-
-
 def _seconds(field: str, value: Any, hi: float) -> float:
     v = check_finite(field, value)
     if not 0 < v <= hi:
@@ -64,7 +60,7 @@ def _seconds(field: str, value: Any, hi: float) -> float:
     return v
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(QueueTables, Backend):
     """The ``postgres`` backend.
 
     Options: ``dsn`` (libpq URL or key=value string), ``schema`` (where the tables live;
@@ -230,199 +226,6 @@ class PostgresBackend(Backend):
 
         self._call("drop schema", drop)
         self._ready = False
-
-    # ------------------------------------------------------------------ queues
-    def _create_queue(self, queue: str) -> None:
-        self._tx(
-            f"create queue {queue!r}",
-            lambda c: c.execute(
-                f"INSERT INTO {self._s}.queues (name) VALUES (%s) ON CONFLICT DO NOTHING", (queue,)
-            ),
-        )
-
-    def _delete_queue(self, queue: str) -> None:
-        def delete(c: Conn) -> None:
-            for table in ("pending", "groups", "messages"):
-                c.execute(f"DELETE FROM {self._s}.{table} WHERE queue = %s", (queue,))
-            c.execute(f"DELETE FROM {self._s}.queues WHERE name = %s", (queue,))
-
-        self._tx(f"delete queue {queue!r}", delete)
-
-    def _list_queues(self) -> Iterable[str]:
-        rows = self._tx("list queues", lambda c: c.execute(f"SELECT name FROM {self._s}.queues").fetchall())
-        return [r[0] for r in rows]
-
-    def _no_queue(self, queue: str) -> InvalidValueError:
-        return InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
-
-    def _publish_batch(
-        self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
-    ) -> list[str]:
-        s = self._s
-        hdr = Jsonb(headers) if headers else None
-        n = len(batch)
-
-        def publish(c: Conn) -> str:
-            # Taking the queue row's lock serializes publishers of this queue until COMMIT,
-            # so sequence numbers become visible in order and without gaps.
-            row = c.execute(
-                f"UPDATE {s}.queues SET next_seq = next_seq + %s WHERE name = %s RETURNING next_seq",
-                (n, queue),
-            ).fetchone()
-            if row is None:
-                raise _NoQueue
-            first = row[0] - n + 1
-            with c.cursor().copy(
-                f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
-            ) as copy:
-                copy.set_types(["text", "int8", "bytea", "bytea", "jsonb", "int8"])
-                for i, (k, v) in enumerate(batch):
-                    copy.write_row((queue, first + i, k, v, hdr, epoch))
-            c.execute("SELECT pg_notify(%s, %s)", (queue_wakeup_channel(self.schema), queue))
-            return str(first)
-
-        try:
-            first = int(self._tx_once(f"publish to {queue!r}", publish))
-        except _NoQueue:
-            raise self._no_queue(queue) from None
-        return [str(first + i) for i in range(n)]
-
-    def _consume(
-        self, queue: str, group: str, consumer: str, max_messages: int, timeout: float
-    ) -> list[Message]:
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = self._waker.generation(queue) if timeout > 0 else 0
-            try:
-                # At-least-once: if the COMMIT reply is lost the deliveries stay pending and
-                # come back after the visibility timeout, so a retry loses nothing.
-                got = self._tx(
-                    f"consume {queue!r}",
-                    lambda c: self._take(c, queue, group, consumer, max_messages),
-                )
-            except _NoQueue:
-                raise self._no_queue(queue) from None
-            left = deadline - time.monotonic()
-            if got or left <= 0:
-                return got
-            # Wake on a publish to this queue, and at least every visibility_timeout / 4 to
-            # pick up deliveries that timed out.
-            self._waker.wait(queue, seen, min(left, self.visibility_timeout / 4, 1.0))
-
-    def _take(self, c: Conn, queue: str, group: str, consumer: str, limit: int) -> list[Message]:
-        s = self._s
-        if c.execute(f"SELECT 1 FROM {s}.queues WHERE name = %s", (queue,)).fetchone() is None:
-            raise _NoQueue
-        # A new group starts at the oldest retained message.
-        c.execute(
-            f"""INSERT INTO {s}.groups (queue, grp, cursor)
-                SELECT %(q)s, %(g)s, COALESCE(
-                    (SELECT min(seq) FROM {s}.messages WHERE queue = %(q)s),
-                    (SELECT next_seq + 1 FROM {s}.queues WHERE name = %(q)s)) - 1
-                ON CONFLICT DO NOTHING""",
-            {"q": queue, "g": group},
-        )
-        # The group's row lock: consumers of one group take turns, keeping publish order.
-        cursor = c.execute(
-            f"SELECT cursor FROM {s}.groups WHERE queue = %s AND grp = %s FOR UPDATE", (queue, group)
-        ).fetchone()[0]  # type: ignore[index]
-        vt = self.visibility_timeout
-        due = c.execute(
-            f"""UPDATE {s}.pending p
-                SET redeliver_at = clock_timestamp() + make_interval(secs => %(vt)s),
-                    delivery_count = p.delivery_count + 1, consumer = %(c)s
-                FROM (SELECT seq FROM {s}.pending
-                      WHERE queue = %(q)s AND grp = %(g)s AND redeliver_at <= clock_timestamp()
-                      ORDER BY seq LIMIT %(n)s) d, {s}.messages m
-                WHERE p.queue = %(q)s AND p.grp = %(g)s AND p.seq = d.seq
-                  AND m.queue = %(q)s AND m.seq = d.seq
-                RETURNING p.seq, m.key, m.value, m.headers, m.epoch, p.delivery_count""",
-            {"vt": vt, "c": consumer, "q": queue, "g": group, "n": limit},
-        ).fetchall()
-        due.sort(key=lambda r: r[0])
-        fresh: list[Any] = []
-        if len(due) < limit:
-            fresh = c.execute(
-                f"""WITH new AS (
-                        SELECT seq, key, value, headers, epoch FROM {s}.messages
-                        WHERE queue = %(q)s AND seq > %(cur)s ORDER BY seq LIMIT %(n)s),
-                    ins AS (
-                        INSERT INTO {s}.pending (queue, grp, seq, consumer, redeliver_at, delivery_count)
-                        SELECT %(q)s, %(g)s, seq, %(c)s,
-                               clock_timestamp() + make_interval(secs => %(vt)s), 1
-                        FROM new)
-                    SELECT seq, key, value, headers, epoch, 1 FROM new ORDER BY seq""",
-                {"q": queue, "g": group, "c": consumer, "cur": cursor, "n": limit - len(due), "vt": vt},
-            ).fetchall()
-            if fresh:
-                c.execute(
-                    f"UPDATE {s}.groups SET cursor = %s WHERE queue = %s AND grp = %s",
-                    (fresh[-1][0], queue, group),
-                )
-        return [
-            Message(queue, str(seq), bytes(k), bytes(v), h or {}, epoch, count)
-            for seq, k, v, h, epoch, count in (*due, *fresh)
-        ]
-
-    def _ack(self, queue: str, group: str, ids: list[str]) -> int:
-        seqs = []
-        for mid in ids:
-            if not (mid.isdigit() and len(mid) <= 19):
-                raise InvalidValueError(f"ids must be ids returned by consume, got {mid!r}")
-            seqs.append(int(mid))
-        s = self._s
-
-        def ack(c: Conn) -> int:
-            if c.execute(f"SELECT 1 FROM {s}.queues WHERE name = %s", (queue,)).fetchone() is None:
-                raise _NoQueue
-            # Idempotent; a retry after a lost COMMIT reply reports fewer acked messages.
-            n = c.execute(
-                f"DELETE FROM {s}.pending WHERE queue = %s AND grp = %s AND seq = ANY(%s)",
-                (queue, group, seqs),
-            ).rowcount
-            # Trim what every group is done with: below each group's oldest pending
-            # message, or past its cursor.
-            c.execute(
-                f"""DELETE FROM {s}.messages WHERE queue = %(q)s AND seq < (
-                      SELECT min(COALESCE(
-                          (SELECT min(p.seq) FROM {s}.pending p
-                           WHERE p.queue = g.queue AND p.grp = g.grp),
-                          g.cursor + 1))
-                      FROM {s}.groups g WHERE g.queue = %(q)s)""",
-                {"q": queue},
-            )
-            return n
-
-        try:
-            return self._tx(f"ack {queue!r}", ack)
-        except _NoQueue:
-            raise self._no_queue(queue) from None
-
-    def _backlog(self, queue: str, group: str) -> int:
-        s = self._s
-
-        def backlog(c: Conn) -> int:
-            row = c.execute(
-                f"""SELECT q.next_seq, g.cursor,
-                           (SELECT count(*) FROM {s}.pending p WHERE p.queue = q.name AND p.grp = %(g)s),
-                           (SELECT count(*) FROM {s}.messages m WHERE m.queue = q.name)
-                    FROM {s}.queues q
-                    LEFT JOIN {s}.groups g ON g.queue = q.name AND g.grp = %(g)s
-                    WHERE q.name = %(q)s""",
-                {"q": queue, "g": group},
-            ).fetchone()
-            if row is None:
-                raise _NoQueue
-            next_seq, cursor, pending, retained = row
-            if cursor is None:  # the group has not read yet: everything retained
-                return int(retained)
-            # sequence numbers are dense, so the unread tail is next_seq - cursor
-            return int(next_seq - cursor + pending)
-
-        try:
-            return self._tx(f"backlog {queue!r}", backlog)
-        except _NoQueue:
-            raise self._no_queue(queue) from None
 
     # ------------------------------------------------------------------ key-value
     def _kv_get(self, key: str) -> Versioned | None:
