@@ -134,8 +134,11 @@ def test_lease_lapse_stops_issuance_even_with_ids_in_hand_then_renewal_resumes()
                       max_wait=0.2)
     ids = gen.next_ids(10).tolist()
     backend.down = True
-    time.sleep(0.6)  # past 0.8 * ttl without a renewal
+    deadline = time.monotonic() + 5.0  # 0.8 * ttl without a renewal, plus a worker poll
+    while gen.remaining() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert gen.remaining() == 0  # the block was set aside although it still had room
+    assert time.monotonic() >= gen._lease_ok_until  # and only once the lease had lapsed
     with pytest.raises(IdExhaustedError, match="unreachable"):
         gen.next_id()
     backend.down = False  # nobody took the host id meanwhile: renewal succeeds
