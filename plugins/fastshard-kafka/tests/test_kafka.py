@@ -13,9 +13,9 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastshard.errors import BackendError, InvalidValueError
+from fastshard.errors import BackendError, InvalidValueError, MessageTooLargeError
 from fastshard_kafka import KafkaBackend, PartitionCutover, PlacementPublisher, partition_for
-from fastshard_kafka.placement import _hash_key_py, _jump_py
+from fastshard_kafka.placement import _hash_key_py, _jump_py, partitions_for
 
 
 @pytest.fixture
@@ -217,3 +217,25 @@ def test_cutover_keeps_per_key_order_under_concurrent_publishing(make_backend):
     for k in keys:
         assert seqs[k] == list(range(per_key)), f"per-key order broken for {k}"
     assert {e for _, _, e in processed} == {1, 2}
+
+
+def test_publish_routed_validates_every_queue_before_sending_anything(make_backend):
+    b = make_backend(partitions=2)
+    b.create_queue("multi:1")
+    with pytest.raises(InvalidValueError, match="does not exist"):
+        b.publish_routed({"multi:0": [(b"k", b"a")], "multi:7": [(b"k", b"b")]})
+    with pytest.raises(MessageTooLargeError):
+        b.publish_routed({"multi:0": [(b"k", b"a")], "multi:1": [(b"k", b"x" * (b.max_message_bytes + 1))]})
+    assert b.high_watermark("multi:0") == 0 and b.high_watermark("multi:1") == 0, "nothing was sent"
+    ids = b.publish_routed({"multi:0": [(b"k", b"a"), (b"k", b"b")], "multi:1": [(b"j", b"c")]}, epoch=4)
+    assert ids == {"multi:0": ["0", "1"], "multi:1": ["0"]}
+    got = b.consume("multi:0", "g", timeout=5.0)
+    assert [(m.value, m.epoch) for m in got] == [(b"a", 4), (b"b", 4)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(keys=st.lists(st.one_of(st.binary(max_size=16), st.text(max_size=8), st.integers(0, 2**64 - 1)),
+                     max_size=40),
+       n=st.integers(1, 100_000))
+def test_vectorised_placement_equals_the_scalar_one(keys, n):
+    assert partitions_for(keys, n).tolist() == [partition_for(k, n) for k in keys]

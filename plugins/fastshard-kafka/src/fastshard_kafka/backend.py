@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,29 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 
 class _Retriable(Exception):
     """A transient client error, retried by :func:`call_with_retry`."""
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """Delivery reports of one batch produced to one partition.
+
+    librdkafka reports a partition's messages in the order they were produced, so one
+    callback appending offsets is enough (no closure per message).
+    """
+
+    queue: str
+    expected: int
+    offsets: list[int] = field(default_factory=list)
+    errors: list[KafkaError] = field(default_factory=list)
+
+    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.offsets.append(msg.offset())
+
+    def done(self) -> bool:
+        return bool(self.errors) or len(self.offsets) >= self.expected
 
 
 @dataclass(slots=True)
@@ -157,6 +180,7 @@ class KafkaBackend(Backend):
         self._groups: dict[tuple[str, str], _GroupState] = {}
         self._partition_counts: dict[str, int] = {}  # topic -> partitions, a cache
         self._meta_consumer: Consumer | None = None  # group-less, for watermark queries
+        self._publishing = threading.local()  # publish_routed's per-thread pass (see there)
         self._closed = False
 
     # ------------------------------------------------------------------ naming
@@ -306,47 +330,73 @@ class KafkaBackend(Backend):
     def _publish_batch(
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
     ) -> list[str]:
+        staged = getattr(self._publishing, "staged", None)
+        if staged is not None:  # inside publish_routed: validated now, produced all together later
+            self._require_partition(queue)
+            staged.append((queue, batch, headers, epoch))
+            return [""] * len(batch)
+        return self._confirm([self._produce(queue, batch, headers, epoch)])[0]
+
+    def publish_routed(
+        self,
+        batches: Mapping[str, Sequence[tuple[bytes | str, bytes | str]]],
+        *,
+        headers: Mapping[str, str] | None = None,
+        epoch: int = 0,
+    ) -> dict[str, list[str]]:
+        """Publish to several queues and wait for every confirmation once, not per queue.
+
+        Everything is validated (and every queue checked to exist) before anything is sent.
+        Per-queue order is kept; returns the message ids per queue.
+        """
+        staged: list[tuple[str, list[tuple[bytes, bytes]], dict[str, str], int]] = []
+        self._publishing.staged = staged
+        try:
+            for q, items in batches.items():  # the base class validates; nothing is sent yet
+                self.publish_batch(q, items, headers=headers, epoch=epoch)
+        finally:
+            self._publishing.staged = None
+        deliveries = [self._produce(*args) for args in staged]
+        ids = self._confirm(deliveries)
+        return {d.queue: i for d, i in zip(deliveries, ids, strict=True)}
+
+    def _produce(self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str],
+                 epoch: int) -> _Delivery:
         topic, p = self._require_partition(queue)
         hdrs = [(k, v.encode()) for k, v in headers.items()]
         hdrs.append((EPOCH_HEADER, str(epoch).encode()))
-        offsets: list[int | None] = [None] * len(batch)
-        errors: list[KafkaError] = []
-
-        def report(i: int) -> Any:
-            def on_delivery(err: KafkaError | None, msg: Any) -> None:
-                if err is not None:
-                    errors.append(err)
-                else:
-                    offsets[i] = msg.offset()
-            return on_delivery
-
-        for i, (key, value) in enumerate(batch):
+        delivery = _Delivery(queue, len(batch))
+        produce, report = self._producer.produce, delivery.on_delivery
+        for key, value in batch:
             while True:
                 try:
-                    self._producer.produce(topic, value=value, key=key, partition=p,
-                                           headers=hdrs, on_delivery=report(i))
+                    produce(topic, value=value, key=key, partition=p, headers=hdrs, on_delivery=report)
                     break
                 except BufferError:  # local queue full: serve delivery reports, then retry
                     self._producer.poll(0.05)
                 except KafkaException as exc:
                     raise BackendError(f"publishing to {queue!r} failed: {exc}") from exc
-        # The idempotent producer retries internally until message.timeout.ms; we only wait.
-        deadline = time.monotonic() + self.timeout + 5.0
-        while any(o is None for o in offsets) and not errors:
+        return delivery
+
+    def _confirm(self, deliveries: list[_Delivery]) -> list[list[str]]:
+        """Wait for the delivery reports; the idempotent producer retries until message.timeout.ms."""
+        limit = self.timeout + 5.0
+        deadline = time.monotonic() + limit
+        while not all(d.done() for d in deliveries):
             if time.monotonic() > deadline:
                 raise BackendUnavailableError(
-                    f"publishing to {queue!r}: no delivery confirmation within {self.timeout + 5.0}s"
+                    f"publishing to {deliveries[0].queue!r}: no delivery confirmation within {limit}s"
                 )
             self._producer.flush(0.1)
-        if errors:
-            err = errors[0]
-            cls = BackendUnavailableError if (err.retriable() or err.code() in _UNAVAILABLE_CODES) else BackendError
-            confirmed = sum(o is not None for o in offsets)
-            raise cls(
-                f"publishing to {queue!r} failed after {confirmed} of {len(batch)} messages were "
-                f"confirmed: {err.str()}"
-            )
-        return [str(o) for o in offsets]
+        for d in deliveries:
+            if d.errors:
+                err = d.errors[0]
+                cls = BackendUnavailableError if (err.retriable() or err.code() in _UNAVAILABLE_CODES) else BackendError
+                raise cls(
+                    f"publishing to {d.queue!r} failed after {len(d.offsets)} of {d.expected} messages "
+                    f"were confirmed: {err.str()}"
+                )
+        return [[str(o) for o in d.offsets] for d in deliveries]
 
     # ------------------------------------------------------------------ consuming
     def _state(self, queue: str, group: str) -> _GroupState:

@@ -18,8 +18,9 @@ between two old ones. That makes the cut-over simple:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import xxhash
 
 from fastshard.errors import InvalidTypeError, InvalidValueError, check_int
@@ -63,6 +64,28 @@ def partition_for(key: bytes | str | int, partitions: int) -> int:
     return _jump_py(_hash_key_py(key), partitions)
 
 
+def partitions_for(keys: Sequence[bytes | str | int], partitions: int) -> np.ndarray:
+    """:func:`partition_for` of many keys at once (int64 array): jump hash vectorised in NumPy.
+
+    Every key takes the same steps as in the scalar loop; only keys still below
+    ``partitions`` keep iterating, and there are about ``ln(partitions)`` rounds.
+    """
+    check_int("partitions", partitions, 1, 1 << 31)
+    h = np.fromiter((_hash_key_py(k) for k in keys), dtype=np.uint64, count=len(keys))
+    bucket = np.full(len(keys), -1, dtype=np.int64)
+    nxt = np.zeros(len(keys), dtype=np.int64)
+    live = np.arange(len(keys))
+    mult, one = np.uint64(2862933555777941757), np.uint64(1)
+    while live.size:
+        bucket[live] = nxt[live]
+        hl = h[live] * mult + one  # wraps mod 2**64 like the C code
+        h[live] = hl
+        nxt[live] = ((bucket[live] + 1).astype(np.float64)
+                     * (float(1 << 31) / ((hl >> np.uint64(33)) + one).astype(np.float64))).astype(np.int64)
+        live = live[nxt[live] < partitions]
+    return bucket
+
+
 class PlacementPublisher:
     """Publishes to ``topic``'s partitions, placing each key with :func:`partition_for`.
 
@@ -96,19 +119,23 @@ class PlacementPublisher:
         return q, self.backend.publish(q, key, value, headers=headers, epoch=self.epoch)
 
     def publish_batch(self, items: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
-        """Publish many; per-key order holds (each partition's sub-batch keeps input order)."""
+        """Publish many, confirmed together; per-key order holds (each partition keeps input order)."""
         items = list(items)
-        by_queue: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             if not isinstance(item, tuple) or len(item) != 2:
                 raise InvalidTypeError(f"items[{i}] must be a (key, value) pair")
-            by_queue.setdefault(self.queue_for(item[0]), []).append(i)
-        out: list[tuple[str, str] | None] = [None] * len(items)
+        names = [self.backend.queue_name(self.topic, p) for p in range(self.partitions)]
+        by_queue: dict[str, list[int]] = {}
+        for i, p in enumerate(partitions_for([k for k, _ in items], self.partitions).tolist()):
+            by_queue.setdefault(names[p], []).append(i)
+        ids = self.backend.publish_routed(
+            {q: [items[i] for i in idx] for q, idx in by_queue.items()}, epoch=self.epoch
+        )
+        out: list[tuple[str, str]] = [("", "")] * len(items)
         for q, idx in by_queue.items():
-            ids = self.backend.publish_batch(q, [items[i] for i in idx], epoch=self.epoch)
-            for i, mid in zip(idx, ids, strict=True):
+            for i, mid in zip(idx, ids[q], strict=True):
                 out[i] = (q, mid)
-        return [o for o in out if o is not None]
+        return out
 
 
 class PartitionCutover:
