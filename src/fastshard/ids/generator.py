@@ -448,8 +448,9 @@ def _worker_main(ref: weakref.ref[IdGenerator], wake: threading.Event, stop: thr
         try:
             gen._tick()
             backoff = 0.0
-        except LeaseLostError:
-            return  # fenced: the generator raises on its next refill
+        except LeaseLostError as exc:
+            gen._fence(str(exc))  # e.g. a newer owner's report; the next refill raises
+            return
         except BackendUnavailableError as exc:
             gen.worker_error = exc
             backoff = min(max(backoff * 2, 0.01), 0.5)
