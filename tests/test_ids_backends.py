@@ -12,13 +12,53 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_ids_faults import SwitchableBackend, assert_unique_and_k_sorted
 
 from fastshard import backends
 from fastshard.backends.base import Backend
-from fastshard.errors import LeaseLostError
+from fastshard.errors import BackendUnavailableError, LeaseLostError
 from fastshard.ids import Coordinator, IdGenerator, parse
 from fastshard.testing.servers import require_server
+
+
+class SwitchableBackend(Backend):
+    """Forwards kv/counter/lease calls to ``inner`` unless ``down`` (an injected partition).
+
+    (A copy of the one in test_ids_faults.py: test modules are imported in importlib mode
+    and cannot import each other.)
+    """
+
+    name = "switchable"
+    capabilities = frozenset({"kv", "counters", "leases"})
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.down = False
+
+
+def _forward(method: str):
+    public = method.lstrip("_")
+
+    def call(self: SwitchableBackend, *args, **kwargs):
+        if self.down:
+            raise BackendUnavailableError(f"injected partition: {public} refused")
+        return getattr(self.inner, public)(*args, **kwargs)
+
+    return call
+
+
+for _m in Backend.__abstractmethods__:
+    setattr(SwitchableBackend, _m, _forward(_m))
+SwitchableBackend.__abstractmethods__ = frozenset()
+
+
+def assert_unique_and_k_sorted(per_thread: list[list[int]]) -> None:
+    everything = [x for seq in per_thread for x in seq]
+    assert len(everything) == len(set(everything)), "duplicate IDs"
+    for seq in per_thread:
+        assert seq == sorted(seq)
+        shards = [parse(x)[0] for x in seq]
+        assert shards == sorted(shards)
+
 
 SERVERS = {
     "redis": ("127.0.0.1", 6379, {"url": "redis://127.0.0.1:6379/0"}),
