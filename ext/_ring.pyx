@@ -1,15 +1,19 @@
 # cython: language_level=3, binding=False, always_allow_keywords=False
-"""Compiled core of fastshard.Ring: weighted consistent placement with arbitrary removal.
+"""Compiled core of fastshard.Ring: weighted consistent placement through a slot table.
 
-See ext/_ring.pxd for the lookup kernel and docs/hashing.md for the full algorithm.
+Lookups (``ring_node`` in _ring.pxd) are one shift and one table read in C. Changes to the
+ring are rare and run here in Python-level code: they decide which slots change owner,
+following the rules in docs/hashing.md, then publish a new immutable table.
 """
 
+import base64
+import heapq
 import math
 import numbers
+import zlib
 
 from libc.stdint cimport uint64_t, int32_t
-from libc.string cimport memcpy
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cimport numpy as cnp
@@ -23,6 +27,7 @@ from fastshard.errors import (
     InvalidTypeError,
     InvalidValueError,
     UnknownNodeError,
+    check_int,
     check_positive,
 )
 
@@ -32,99 +37,41 @@ cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
     uint64_t PyLong_AsUnsignedLongLong(object o) except? <uint64_t>-1
 
-# Default virtual buckets per unit of weight: weight 1.0 is placed within +-1.25% of its
-# exact share, and 1024 equal nodes keep the lookup table (8 bytes per bucket) in L2 cache.
-DEFAULT_RESOLUTION = 40.0
-# Upper bound on buckets ever created (memory: ~20 bytes per bucket).
-MAX_RING_BUCKETS = 1 << 24
+# Slots per node the table keeps at least: a node's share is placed to within about
+# 1/64 of itself, and 1024 nodes need a 65536-slot (256 KiB) table that stays in L2.
+DEFAULT_SLOTS_PER_NODE = 64
+# The table never has fewer slots than this (so shift <= 52 and a small ring is fine-grained).
+MIN_SLOTS = 1 << 12
+# ... nor more (64 MiB of int32); with the default density that is 262,144 nodes.
+MAX_SLOTS = 1 << 24
 # Version of the to_dict() layout.
-STATE_VERSION = 1
-
-
-cdef object _i32(Py_ssize_t n):
-    return np.zeros(n, dtype=np.int32)
+STATE_VERSION = 2
 
 
 cdef class RingTable:
-    """One immutable snapshot of the ring's bucket arrays (see _ring.pxd)."""
+    """One immutable snapshot: the slot -> node table and the node names."""
 
     def __init__(self):
         raise TypeError("RingTable is internal; build a fastshard.Ring")
 
-    cdef RingTable copy(self, Py_ssize_t capacity):
-        """A private copy with room for `capacity` buckets, to be mutated then published."""
-        cdef RingTable t = RingTable.__new__(RingTable)
-        cdef Py_ssize_t n = self.anchor
-        if capacity < n:
-            capacity = n
-        t.slots = np.full(max(capacity, 1) * SLOT_WIDTH, -1, dtype=np.int32)
-        t.succ = _i32(max(capacity, 1))
-        t.position = _i32(max(capacity, 1))
-        t.occupant = _i32(max(capacity, 1))
-        t.removed = _i32(max(capacity, 1))
-        t._slots = <int32_t *>cnp.PyArray_DATA(t.slots)
-        t._succ = <int32_t *>cnp.PyArray_DATA(t.succ)
-        t._position = <int32_t *>cnp.PyArray_DATA(t.position)
-        t._occupant = <int32_t *>cnp.PyArray_DATA(t.occupant)
-        t._removed = <int32_t *>cnp.PyArray_DATA(t.removed)
-        if n:
-            memcpy(t._slots, self._slots, n * SLOT_WIDTH * sizeof(int32_t))
-            memcpy(t._succ, self._succ, n * sizeof(int32_t))
-            memcpy(t._position, self._position, n * sizeof(int32_t))
-            memcpy(t._occupant, self._occupant, n * sizeof(int32_t))
-        if self.n_removed:
-            memcpy(t._removed, self._removed, self.n_removed * sizeof(int32_t))
-        t.names = self.names
-        t.anchor = self.anchor
-        t.working = self.working
-        t.n_removed = self.n_removed
-        t._capacity = capacity
-        return t
-
-    cdef int32_t acquire(self, int32_t node) noexcept nogil:
-        """Put one bucket in service for `node`: the last removed one, else a new one.
-
-        Restoring in LIFO order exactly undoes the matching release (AnchorHash ADDBUCKET),
-        so the keys that come back are precisely those that left. A new bucket is only
-        created when nothing is removed; jumpback then moves keys only onto it.
-        """
-        cdef int32_t b, last
-        if self.n_removed > 0:
-            self.n_removed -= 1
-            b = self._removed[self.n_removed]
-            last = self._occupant[self.working]
-            self._position[last] = self.working
-            self._occupant[self._position[b]] = b
-        else:
-            b = self.anchor
-            self.anchor += 1
-            self._position[b] = b
-            self._occupant[b] = b
-        self._succ[b] = b
-        self._slots[SLOT_WIDTH * b + SLOT_REMOVED_AT] = -1
-        self._slots[SLOT_WIDTH * b + SLOT_NODE] = node
-        self.working += 1
-        return b
-
-    cdef void release(self, int32_t bucket) noexcept nogil:
-        """Take a working bucket out of service (AnchorHash REMOVEBUCKET)."""
-        cdef int32_t last
-        self.working -= 1
-        last = self._occupant[self.working]
-        self._slots[SLOT_WIDTH * bucket + SLOT_REMOVED_AT] = self.working
-        self._slots[SLOT_WIDTH * bucket + SLOT_NODE] = -1
-        self._occupant[self._position[bucket]] = last
-        self._position[last] = self._position[bucket]
-        self._succ[bucket] = last
-        self._removed[self.n_removed] = bucket
-        self.n_removed += 1
+    @property
+    def working(self):
+        return len(self.names)
 
 
-cdef RingTable _empty_table():
+cdef RingTable _make_table(object owner, tuple names):
     cdef RingTable t = RingTable.__new__(RingTable)
-    t.names = ()
-    return t.copy(0)
+    owner = np.ascontiguousarray(owner, dtype=np.int32)
+    owner.setflags(write=False)
+    t.owner = owner
+    t.names = names
+    t.n_slots = owner.shape[0]
+    t.shift = 64 - (t.n_slots.bit_length() - 1)
+    t._owner = <const int32_t *>cnp.PyArray_DATA(owner)
+    return t
 
+
+# ---- validation helpers ------------------------------------------------------------------
 
 cdef object _check_name(object node):
     if isinstance(node, bool) or not isinstance(node, (str, int)):
@@ -139,33 +86,131 @@ cdef double _check_weight(object weight) except -1:
     return check_positive("weight", weight)
 
 
-cdef Py_ssize_t _bucket_count(double weight, double resolution) except -1:
-    cdef double scaled = math.floor(weight * resolution + 0.5)
-    if scaled > MAX_RING_BUCKETS:
+def slots_needed(Py_ssize_t nodes, Py_ssize_t slots_per_node, Py_ssize_t current=MIN_SLOTS):
+    """Table size for `nodes` nodes: the smallest power of two >= current, MIN_SLOTS and
+    slots_per_node * nodes. Raises when that exceeds MAX_SLOTS."""
+    cdef Py_ssize_t s = max(current, MIN_SLOTS)
+    while s < slots_per_node * nodes:
+        s *= 2
+    if s > MAX_SLOTS:
         raise InvalidValueError(
-            f"weight * resolution must be <= {MAX_RING_BUCKETS} virtual buckets, got "
-            f"{weight} * {resolution}")
-    return max(1, <Py_ssize_t>scaled)
+            f"a ring of {nodes} nodes at slots_per_node={slots_per_node} needs {s} slots, "
+            f"more than {MAX_SLOTS}; lower slots_per_node")
+    return s
+
+
+def total_weight(weights):
+    """Sum of the weights, added left to right in node order (the documented order)."""
+    cdef double total = 0.0
+    for w in weights:
+        total += <double>w
+    return total
+
+
+def target_slots(Py_ssize_t n_slots, double weight, double total, Py_ssize_t others):
+    """Slots a node of `weight` should own: round-half-up of n_slots * weight / total,
+    at least 1 and leaving at least one slot to each of `others` nodes."""
+    cdef double exact = (<double>n_slots * weight) / total
+    cdef Py_ssize_t t = <Py_ssize_t>math.floor(exact + 0.5)
+    return max(1, min(n_slots - others, t))
+
+
+def _steal(list slots, list weights, double total, Py_ssize_t n_slots, Py_ssize_t count,
+           Py_ssize_t skip):
+    """Take `count` slots from the most over-served nodes (never the last slot of a node).
+
+    Over-service of node i is len(slots[i]) - n_slots * w_i / total; the largest goes first,
+    ties to the lower index; each pick takes that node's highest slot. Mutates `slots`.
+    """
+    heap = []
+    for i in range(len(slots)):
+        if i != skip and len(slots[i]) > 1:
+            quota = (<double>n_slots * <double>weights[i]) / total
+            heap.append((-(len(slots[i]) - quota), i, quota))
+    heapq.heapify(heap)
+    taken = []
+    for _ in range(count):
+        _, i, quota = heapq.heappop(heap)
+        taken.append(slots[i].pop())
+        if len(slots[i]) > 1:
+            heapq.heappush(heap, (-(len(slots[i]) - quota), i, quota))
+    return taken
+
+
+def _give(list given, list slots, list weights, double total, Py_ssize_t n_slots,
+          Py_ssize_t skip):
+    """Hand each slot of `given`, in order, to the most under-served node (not `skip`).
+
+    Under-service of node i is n_slots * w_i / total - len(slots[i]); the largest goes
+    first, ties to the lower index. Returns the receiving node index per slot. Mutates
+    `slots` (each receiving list stays sorted).
+    """
+    heap = []
+    for i in range(len(slots)):
+        if i != skip:
+            quota = (<double>n_slots * <double>weights[i]) / total
+            heap.append((-(quota - len(slots[i])), i, quota))
+    heapq.heapify(heap)
+    receivers = []
+    touched = set()
+    for s in given:
+        _, i, quota = heapq.heappop(heap)
+        slots[i].append(s)
+        touched.add(i)
+        receivers.append(i)
+        heapq.heappush(heap, (-(quota - len(slots[i])), i, quota))
+    for i in touched:
+        slots[i].sort()
+    return receivers
+
+
+def _initial_counts(list weights, Py_ssize_t n_slots):
+    """Slots per node for a ring built in one go: largest remainder, at least one each.
+
+    floor(quota) (at least 1) first; leftover slots go one each to the largest
+    quota - count (ties: lower index); an excess (from the minimum of one) is taken one
+    each from the largest count - quota among nodes with more than one slot.
+    """
+    cdef double total = total_weight(weights)
+    quotas = [(<double>n_slots * <double>w) / total for w in weights]
+    counts = [max(1, <Py_ssize_t>math.floor(q)) for q in quotas]
+    left = n_slots - sum(counts)
+    if left > 0:
+        order = sorted(range(len(counts)), key=lambda i: (-(quotas[i] - counts[i]), i))
+        for k in range(left):
+            counts[order[k % len(order)]] += 1
+    while left < 0:
+        i = min((i for i in range(len(counts)) if counts[i] > 1),
+                key=lambda i: (-(counts[i] - quotas[i]), i))
+        counts[i] -= 1
+        left += 1
+    return counts
+
+
+cdef list _expand(list slots, Py_ssize_t factor):
+    if factor == 1:
+        return [list(s) for s in slots]
+    return [[s * factor + j for s in own for j in range(factor)] for own in slots]
 
 
 cdef class Ring:
     """Consistent placement of keys onto named, weighted nodes.
 
-    ``lookup(key)`` returns the node owning a str/bytes/int key. Each node owns
-    ``round(weight * resolution)`` virtual buckets (at least one); keys spread over buckets by
-    JumpBackHash, and removed buckets hand their keys to the survivors AnchorHash-style, so:
+    ``lookup(key)`` returns the node owning a str/bytes/int key: its XXH3-64 hash's top
+    bits select one of S slots and a table gives the slot's node. Each node owns about
+    ``S * weight / total_weight`` slots (at least one; S >= slots_per_node * nodes), so:
 
-    * a node's share of keys is proportional to its weight;
+    * a node's share of keys is proportional to its weight (to within ~1/slots_per_node);
     * ``add`` moves only keys onto the new node, ``remove`` only the removed node's keys
-      (for ANY node), each about the optimal fraction.
+      (for ANY node), each the optimal fraction up to one slot per node.
 
     Placement depends on the sequence of ``add``/``remove``/``set_weight`` calls (not only on
     the final set of nodes): share it between processes with ``to_dict``/``from_dict``, or
     replay the same calls in the same order.
     """
 
-    def __init__(self, nodes=(), weights=None, *, resolution=DEFAULT_RESOLUTION):
-        cdef double res = check_positive("resolution", resolution)
+    def __init__(self, nodes=(), weights=None, *, slots_per_node=DEFAULT_SLOTS_PER_NODE):
+        cdef Py_ssize_t spn = check_int("slots_per_node", slots_per_node, 1, MAX_SLOTS)
         if isinstance(nodes, (str, bytes)):
             raise InvalidTypeError(f"nodes must be a sequence of names, not a single "
                                    f"{type(nodes).__name__}")
@@ -177,6 +222,8 @@ cdef class Ring:
         if weights is None:
             ws = [1.0] * len(names)
         else:
+            if isinstance(weights, (str, bytes)):
+                raise InvalidTypeError("weights must be a sequence of numbers, got str")
             try:
                 ws = list(weights)
             except TypeError:
@@ -186,38 +233,31 @@ cdef class Ring:
             if len(ws) != len(names):
                 raise InvalidValueError(
                     f"weights must have one entry per node ({len(names)}), got {len(ws)}")
-        cdef Py_ssize_t c
-        seen = {}
-        counts = []
-        total = 0
+        index = {}
         for i, name in enumerate(names):
             _check_name(name)
-            if name in seen:
+            if name in index:
                 raise DuplicateNodeError(f"node {name!r} appears twice in nodes")
-            seen[name] = i
+            index[name] = i
             ws[i] = _check_weight(ws[i])
-            c = _bucket_count(ws[i], res)
-            counts.append(c)
-            total += c
-        if total > MAX_RING_BUCKETS:
-            raise InvalidValueError(
-                f"the ring would need {total} virtual buckets, more than {MAX_RING_BUCKETS}; "
-                "lower the weights or the resolution")
-        self.resolution = res
-        cdef RingTable t = _empty_table().copy(total)
-        buckets = []
-        cdef Py_ssize_t k
-        for i in range(len(names)):
-            c = counts[i]
-            own = [0] * c
-            for k in range(c):
-                own[k] = t.acquire(<int32_t>i)
-            buckets.append(own)
-        t.names = tuple(names)
-        self._index = seen
-        self._weights = ws
-        self._buckets = buckets
-        self._table = t
+        cdef Py_ssize_t n_slots = slots_needed(len(names), spn)
+        self.slots_per_node = spn
+        if not names:
+            self._publish(np.full(n_slots, -1, dtype=np.int32), (), [], [], {})
+            return
+        counts = _initial_counts(ws, n_slots)
+        owner = np.repeat(np.arange(len(names), dtype=np.int32), counts)
+        slots, start = [], 0
+        for c in counts:
+            slots.append(list(range(start, start + c)))
+            start += c
+        self._publish(owner, tuple(names), ws, slots, index)
+
+    cdef _publish(self, object owner, tuple names, list weights, list slots, dict index):
+        self._table = _make_table(owner, names)
+        self._weights = weights
+        self._slots = slots
+        self._index = index
 
     # ---- lookups (the hot path) ------------------------------------------------------------
 
@@ -226,28 +266,26 @@ cdef class Ring:
         cdef uint64_t h
         cdef RingTable t = self._table
         hash_object(key, &h)
-        if t.working == 0:
+        if PyTuple_GET_SIZE(t.names) == 0:
             _raise_empty()
-        return <object>PyTuple_GET_ITEM(
-            t.names, ring_node(t._slots, t._succ, t.anchor, h))
+        return <object>PyTuple_GET_ITEM(t.names, ring_node(t._owner, t.shift, h))
 
     def lookup_hash(self, h):
         """Name of the node owning a key whose ``hash_key`` is ``h`` (int in [0, 2**64))."""
         cdef RingTable t = self._table
         cdef uint64_t hv = _hash_value(h)
-        if t.working == 0:
+        if PyTuple_GET_SIZE(t.names) == 0:
             _raise_empty()
-        return <object>PyTuple_GET_ITEM(
-            t.names, ring_node(t._slots, t._succ, t.anchor, hv))
+        return <object>PyTuple_GET_ITEM(t.names, ring_node(t._owner, t.shift, hv))
 
     def lookup_index(self, key):
         """Index into ``nodes`` of the node owning ``key``."""
         cdef uint64_t h
         cdef RingTable t = self._table
         hash_object(key, &h)
-        if t.working == 0:
+        if PyTuple_GET_SIZE(t.names) == 0:
             _raise_empty()
-        return ring_node(t._slots, t._succ, t.anchor, h)
+        return ring_node(t._owner, t.shift, h)
 
     def lookup_many(self, keys):
         """Node indices (int32 array, into ``nodes``) for many keys.
@@ -257,45 +295,44 @@ cdef class Ring:
         ``hash_key`` values, placed with the GIL released.
         """
         cdef RingTable t = self._table
-        cdef cnp.ndarray hashes
         cdef Py_ssize_t i, n
+        cdef int shift = t.shift
+        cdef const int32_t *owner = t._owner
+        cdef const uint64_t *src
+        cdef int32_t *dst
+        cdef uint64_t h
         if isinstance(keys, np.ndarray) and keys.dtype.kind in "ui":
             from fastshard._hashing import as_hash_array
             hashes = as_hash_array(keys)
-        else:
-            if isinstance(keys, (str, bytes)):
-                raise InvalidTypeError(
-                    f"keys must be a sequence of keys, not a single {type(keys).__name__}")
-            if isinstance(keys, np.ndarray):
-                if keys.ndim != 1:
-                    raise InvalidValueError(
-                        f"keys must be 1-dimensional, got ndim={keys.ndim}")
-                if keys.dtype.kind not in "OUS":
-                    raise InvalidTypeError(
-                        f"keys array must hold hashes (unsigned ints) or str/bytes keys, "
-                        f"got dtype {keys.dtype}")
-                keys = keys.tolist()
-            elif not (type(keys) is list or type(keys) is tuple):
-                try:
-                    keys = list(keys)
-                except TypeError:
-                    raise InvalidTypeError(
-                        f"keys must be an iterable of str/bytes/int, got "
-                        f"{type(keys).__name__}") from None
-            n = len(keys)
-            hashes = np.empty(n, dtype=np.uint64)
-            _hash_keys(keys, <uint64_t *>cnp.PyArray_DATA(hashes), n)
-        n = hashes.shape[0]
+            n = hashes.shape[0]
+            out = np.empty(n, dtype=np.int32)
+            if n == 0:
+                return out
+            if PyTuple_GET_SIZE(t.names) == 0:
+                _raise_empty()
+            src = <const uint64_t *>cnp.PyArray_DATA(hashes)
+            dst = <int32_t *>cnp.PyArray_DATA(out)
+            with nogil:
+                for i in range(n):
+                    dst[i] = ring_node(owner, shift, src[i])
+            return out
+        keys = _key_sequence(keys)
+        n = len(keys)
         out = np.empty(n, dtype=np.int32)
         if n == 0:
             return out
-        if t.working == 0:
+        if PyTuple_GET_SIZE(t.names) == 0:
             _raise_empty()
-        cdef const uint64_t *src = <const uint64_t *>cnp.PyArray_DATA(hashes)
-        cdef int32_t *dst = <int32_t *>cnp.PyArray_DATA(out)
-        with nogil:
+        dst = <int32_t *>cnp.PyArray_DATA(out)
+        # hashing needs each key object (GIL held); the table read is one load per key
+        if type(keys) is list:
             for i in range(n):
-                dst[i] = ring_node(t._slots, t._succ, t.anchor, src[i])
+                hash_object(<object>PyList_GET_ITEM(keys, i), &h)
+                dst[i] = ring_node(owner, shift, h)
+        else:
+            for i in range(n):
+                hash_object(<object>PyTuple_GET_ITEM(keys, i), &h)
+                dst[i] = ring_node(owner, shift, h)
         return out
 
     # ---- membership changes ---------------------------------------------------------------
@@ -306,70 +343,74 @@ cdef class Ring:
         cdef double w = _check_weight(weight)
         if node in self._index:
             raise DuplicateNodeError(f"node {node!r} is already in the ring")
-        cdef Py_ssize_t c = _bucket_count(w, self.resolution)
         cdef RingTable t = self._table
-        self._check_capacity(c)
-        t = t.copy(t.anchor + max(0, c - t.n_removed))
-        cdef int32_t idx = <int32_t>len(t.names)
-        own = [t.acquire(idx) for _ in range(c)]
-        t.names = t.names + (node,)
-        # publish (nothing above can fail once the copy exists)
-        self._index[node] = idx
-        self._weights.append(w)
-        self._buckets.append(own)
-        self._table = t
+        cdef Py_ssize_t n = len(t.names)
+        cdef Py_ssize_t n_slots = slots_needed(n + 1, self.slots_per_node, t.n_slots)
+        cdef Py_ssize_t factor = n_slots // t.n_slots
+        # everything below works on copies and cannot fail: publish at the end
+        owner = np.repeat(t.owner, factor) if factor > 1 else t.owner.copy()
+        slots = _expand(self._slots, factor)
+        weights = self._weights + [w]
+        if n == 0:
+            owner[:] = 0
+            slots.append(list(range(n_slots)))
+        else:
+            total = total_weight(weights)
+            want = target_slots(n_slots, w, total, n)
+            taken = _steal(slots, weights, total, n_slots, want, n)
+            taken.sort()
+            owner[np.array(taken, dtype=np.int64)] = n
+            slots.append(taken)
+        index = dict(self._index)
+        index[node] = n
+        self._publish(owner, t.names + (node,), weights, slots, index)
 
     def remove(self, node):
-        """Remove ``node`` (any node). Only the keys it owned move, spread over the others."""
+        """Remove ``node`` (any node). Only the keys it owned move, spread over the others
+        in proportion to their weights."""
         cdef Py_ssize_t idx = self._node_index(node)
-        cdef RingTable t = self._table.copy(self._table.anchor)
-        cdef Py_ssize_t k
-        own = self._buckets[idx]
-        # reverse acquisition order, so re-adding restores the same buckets in the same order
-        for k in range(len(own) - 1, -1, -1):
-            t.release(<int32_t>own[k])
+        cdef RingTable t = self._table
+        owner = t.owner.copy()
+        slots = [list(s) for s in self._slots]
+        weights = list(self._weights)
+        freed = slots[idx]
+        if len(weights) > 1:
+            others = weights[:idx] + weights[idx + 1:]
+            receivers = _give(freed, slots, weights, total_weight(others), t.n_slots, idx)
+            owner[np.array(freed, dtype=np.int64)] = np.array(receivers, dtype=np.int32)
+        else:
+            owner[:] = -1
+        del slots[idx]
+        del weights[idx]
         # renumber the nodes after idx
-        node_col = t.slots[SLOT_NODE::SLOT_WIDTH]
-        node_col[node_col > idx] -= 1
-        names = list(t.names)
-        del names[idx]
-        t.names = tuple(names)
-        del self._weights[idx]
-        del self._buckets[idx]
-        del self._index[node]
-        for i in range(idx, len(names)):
-            self._index[names[i]] = i
-        self._table = t
+        owner[owner > idx] -= 1
+        names = t.names[:idx] + t.names[idx + 1:]
+        index = {name: i for i, name in enumerate(names)}
+        self._publish(owner, names, weights, slots, index)
 
     def set_weight(self, node, weight):
         """Change a node's weight. Keys move only onto it (heavier) or only off it (lighter)."""
         cdef Py_ssize_t idx = self._node_index(node)
         cdef double w = _check_weight(weight)
-        cdef Py_ssize_t c = _bucket_count(w, self.resolution)
-        own = self._buckets[idx]
-        cdef Py_ssize_t have = len(own)
-        cdef Py_ssize_t k
         cdef RingTable t = self._table
-        if c > have:
-            self._check_capacity(c - have)
-            t = t.copy(t.anchor + max(0, c - have - t.n_removed))
-            own = own + [t.acquire(<int32_t>idx) for _ in range(c - have)]
-        elif c < have:
-            t = t.copy(t.anchor)
-            for k in range(have - 1, c - 1, -1):
-                t.release(<int32_t>own[k])
-            own = own[:c]
-        self._buckets[idx] = own
-        self._weights[idx] = w
-        self._table = t
-
-    cdef int _check_capacity(self, Py_ssize_t more) except -1:
-        cdef RingTable t = self._table
-        if t.anchor + max(0, more - t.n_removed) > MAX_RING_BUCKETS:
-            raise InvalidValueError(
-                f"the ring would exceed {MAX_RING_BUCKETS} virtual buckets; lower the "
-                "weights or the resolution")
-        return 0
+        weights = list(self._weights)
+        weights[idx] = w
+        cdef double total = total_weight(weights)
+        cdef Py_ssize_t n = len(weights)
+        cdef Py_ssize_t have = len(self._slots[idx])
+        cdef Py_ssize_t want = target_slots(t.n_slots, w, total, n - 1)
+        owner = t.owner.copy()
+        slots = [list(s) for s in self._slots]
+        if want > have:
+            taken = _steal(slots, weights, total, t.n_slots, want - have, idx)
+            owner[np.array(taken, dtype=np.int64)] = idx
+            slots[idx] = sorted(slots[idx] + taken)
+        elif want < have:
+            freed = slots[idx][want:][::-1]      # its highest slots, highest first
+            slots[idx] = slots[idx][:want]
+            receivers = _give(freed, slots, weights, total, t.n_slots, idx)
+            owner[np.array(freed, dtype=np.int64)] = np.array(receivers, dtype=np.int32)
+        self._publish(owner, t.names, weights, slots, dict(self._index))
 
     cdef Py_ssize_t _node_index(self, object node) except -1:
         try:
@@ -390,13 +431,18 @@ cdef class Ring:
         return list(self._weights)
 
     @property
-    def bucket_counts(self):
-        """Virtual buckets per node, in ``nodes`` order (``round(weight * resolution)``)."""
-        return [len(b) for b in self._buckets]
+    def slot_counts(self):
+        """Slots owned per node, in ``nodes`` order (each node's share is count / n_slots)."""
+        return [len(s) for s in self._slots]
+
+    @property
+    def n_slots(self):
+        """Size of the slot table (a power of two)."""
+        return self._table.n_slots
 
     @property
     def table(self):
-        """The current immutable bucket table (for inspection and tests)."""
+        """The current immutable slot table (for inspection and tests)."""
         return self._table
 
     def index(self, node):
@@ -416,52 +462,53 @@ cdef class Ring:
         return iter(self._table.names)
 
     def __repr__(self):
-        return (f"Ring({len(self)} nodes, {self._table.working} buckets, "
-                f"resolution={self.resolution:g})")
+        return (f"Ring({len(self)} nodes, {self._table.n_slots} slots, "
+                f"slots_per_node={self.slots_per_node})")
 
     # ---- sharing the exact placement between processes ------------------------------------
 
     def to_dict(self):
-        """JSON-safe state that ``Ring.from_dict`` turns back into an identical ring."""
+        """JSON-safe state that ``Ring.from_dict`` turns back into an identical ring.
+
+        ``owner`` is the slot table as little-endian int32, zlib-compressed, base64-encoded.
+        """
+        raw = np.ascontiguousarray(self._table.owner, dtype="<i4").tobytes()
         return {
             "version": STATE_VERSION,
-            "resolution": self.resolution,
+            "slots_per_node": int(self.slots_per_node),
             "nodes": list(self._table.names),
             "weights": list(self._weights),
-            "buckets": [list(b) for b in self._buckets],
-            "anchor": int(self._table.anchor),
-            "removed": self._table.removed[:self._table.n_removed].tolist(),
+            "n_slots": int(self._table.n_slots),
+            "owner": base64.b64encode(zlib.compress(raw, 6)).decode("ascii"),
         }
 
     @classmethod
     def from_dict(cls, state):
-        """Rebuild a ring from ``to_dict()`` output (validated; placement is identical).
-
-        The table is a function of the bucket count and the stack of removed buckets: new
-        buckets are only created while none is removed, and a restore undoes the matching
-        removal exactly, so replaying the removals from an all-working table reproduces it.
-        """
+        """Rebuild a ring from ``to_dict()`` output (validated; placement is identical)."""
         if not isinstance(state, dict):
             raise InvalidTypeError(f"state must be a dict, got {type(state).__name__}")
         if state.get("version") != STATE_VERSION:
             raise InvalidValueError(
                 f"state version must be {STATE_VERSION}, got {state.get('version')!r}")
         try:
-            resolution = state["resolution"]
+            spn = state["slots_per_node"]
             names = list(state["nodes"])
             weights = list(state["weights"])
-            buckets = [list(b) for b in state["buckets"]]
-            anchor = int(state["anchor"])
-            removed = [int(b) for b in state["removed"]]
-        except (KeyError, TypeError, ValueError) as exc:
+            n_slots = int(state["n_slots"])
+            raw = zlib.decompress(base64.b64decode(state["owner"], validate=True))
+        except (KeyError, TypeError, ValueError, zlib.error) as exc:
             raise InvalidValueError(f"state is missing or has a malformed field: {exc}") from None
-        cdef Ring ring = Ring.__new__(Ring)
-        ring.resolution = check_positive("resolution", resolution)
-        if not (len(names) == len(weights) == len(buckets)):
-            raise InvalidValueError("state nodes, weights and buckets must have equal lengths")
-        if not 0 <= anchor <= MAX_RING_BUCKETS:
-            raise InvalidValueError(f"state anchor must be in [0, {MAX_RING_BUCKETS}]")
-        owner = [-1] * anchor
+        check_int("slots_per_node", spn, 1, MAX_SLOTS)
+        if len(names) != len(weights):
+            raise InvalidValueError("state nodes and weights must have equal lengths")
+        if (n_slots < MIN_SLOTS or n_slots > MAX_SLOTS or n_slots & (n_slots - 1)
+                or n_slots < spn * len(names)):
+            raise InvalidValueError(
+                f"state n_slots must be a power of two in [{MIN_SLOTS}, {MAX_SLOTS}] and "
+                f">= slots_per_node * nodes, got {n_slots}")
+        if len(raw) != 4 * n_slots:
+            raise InvalidValueError(f"state owner must hold {n_slots} int32 slots")
+        owner = np.frombuffer(raw, dtype="<i4").astype(np.int32)
         index = {}
         for i, name in enumerate(names):
             _check_name(name)
@@ -469,29 +516,20 @@ cdef class Ring:
                 raise DuplicateNodeError(f"node {name!r} appears twice in state")
             index[name] = i
             weights[i] = _check_weight(weights[i])
-            if not buckets[i]:
-                raise InvalidValueError(f"node {name!r} has no buckets in state")
-            for b in buckets[i]:
-                if not (isinstance(b, int) and 0 <= b < anchor) or owner[b] != -1:
-                    raise InvalidValueError(f"state bucket {b!r} is out of range or shared")
-                owner[b] = i
-        if sorted(removed + [b for b, o in enumerate(owner) if o != -1]) != list(range(anchor)):
-            raise InvalidValueError("state removed buckets and node buckets must partition "
-                                    "range(anchor)")
-        cdef RingTable t = _empty_table().copy(anchor)
-        cdef int32_t k
-        for k in range(anchor):
-            t.acquire(-1)
-        for b in removed:
-            t.release(<int32_t>b)
-        for b, o in enumerate(owner):
-            if o != -1:
-                t._slots[SLOT_WIDTH * b + SLOT_NODE] = o
-        t.names = tuple(names)
-        ring._index = index
-        ring._weights = weights
-        ring._buckets = buckets
-        ring._table = t
+        if names:
+            if owner.min() < 0 or owner.max() >= len(names):
+                raise InvalidValueError("state owner refers to a node that does not exist")
+            counts = np.bincount(owner, minlength=len(names))
+            if counts.min() < 1:
+                raise InvalidValueError("state owner leaves a node without slots")
+        elif not np.all(owner == -1):
+            raise InvalidValueError("state owner of an empty ring must be all -1")
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(len(names) + 1))
+        slots = [order[bounds[i]:bounds[i + 1]].tolist() for i in range(len(names))]
+        cdef Ring ring = Ring.__new__(Ring)
+        ring.slots_per_node = spn
+        ring._publish(owner, tuple(names), weights, slots, index)
         return ring
 
     def copy(self):
@@ -501,7 +539,10 @@ cdef class Ring:
     def __eq__(self, other):
         if not isinstance(other, Ring):
             return NotImplemented
-        return self.to_dict() == other.to_dict()
+        return (self.slots_per_node == (<Ring>other).slots_per_node
+                and self._table.names == (<Ring>other)._table.names
+                and self._weights == (<Ring>other)._weights
+                and np.array_equal(self._table.owner, (<Ring>other)._table.owner))
 
     __hash__ = None
 
@@ -521,12 +562,23 @@ cdef uint64_t _hash_value(object h) except? 0:
     raise InvalidValueError(f"h must be in [0, 2**64), got {h}")
 
 
-cdef int _hash_keys(object keys, uint64_t *out, Py_ssize_t n) except -1:
-    cdef Py_ssize_t i
-    if type(keys) is list:
-        for i in range(n):
-            hash_object(<object>PyList_GET_ITEM(keys, i), &out[i])
-    else:
-        for i in range(n):
-            hash_object(<object>PyTuple_GET_ITEM(keys, i), &out[i])
-    return 0
+cdef object _key_sequence(object keys):
+    """A list or tuple of keys; other iterables and object/str arrays are materialised."""
+    if type(keys) is list or type(keys) is tuple:
+        return keys
+    if isinstance(keys, (str, bytes)):
+        raise InvalidTypeError(
+            f"keys must be a sequence of keys, not a single {type(keys).__name__}")
+    if isinstance(keys, np.ndarray):
+        if keys.ndim != 1:
+            raise InvalidValueError(f"keys must be 1-dimensional, got ndim={keys.ndim}")
+        if keys.dtype.kind not in "OUS":
+            raise InvalidTypeError(
+                f"keys array must hold hashes (unsigned ints) or str/bytes keys, "
+                f"got dtype {keys.dtype}")
+        return keys.tolist()
+    try:
+        return list(keys)
+    except TypeError:
+        raise InvalidTypeError(
+            f"keys must be an iterable of str/bytes/int, got {type(keys).__name__}") from None

@@ -6,28 +6,30 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-DEFAULT_RESOLUTION: float
-MAX_RING_BUCKETS: int
+DEFAULT_SLOTS_PER_NODE: int
+MIN_SLOTS: int
+MAX_SLOTS: int
 STATE_VERSION: int
 
 NodeName = str | int
 Key = str | bytes | int
 
-class RingTable:
-    """Immutable snapshot of a ring's bucket arrays."""
+def slots_needed(nodes: int, slots_per_node: int, current: int = ...) -> int: ...
+def total_weight(weights: Iterable[float]) -> float: ...
+def target_slots(n_slots: int, weight: float, total: float, others: int) -> int: ...
 
-    slots: npt.NDArray[np.int32]
-    succ: npt.NDArray[np.int32]
-    position: npt.NDArray[np.int32]
-    occupant: npt.NDArray[np.int32]
-    removed: npt.NDArray[np.int32]
+class RingTable:
+    """Immutable snapshot: slot -> node index table and node names."""
+
+    owner: npt.NDArray[np.int32]
     names: tuple[NodeName, ...]
-    anchor: int
-    working: int
-    n_removed: int
+    n_slots: int
+    shift: int
+    @property
+    def working(self) -> int: ...
 
 class Ring:
-    resolution: float
+    slots_per_node: int
     __hash__: ClassVar[None]  # type: ignore[assignment]
 
     def __init__(
@@ -35,13 +37,13 @@ class Ring:
         nodes: Iterable[NodeName] = (),
         weights: Sequence[float] | None = None,
         *,
-        resolution: float = ...,
+        slots_per_node: int = ...,
     ) -> None: ...
     def lookup(self, key: Key, /) -> NodeName: ...
     def lookup_hash(self, h: int | np.integer, /) -> NodeName: ...
     def lookup_index(self, key: Key, /) -> int: ...
     def lookup_many(
-        self, keys: Iterable[Key] | npt.NDArray[np.unsignedinteger[Any]] | npt.NDArray[Any], /
+        self, keys: Iterable[Key] | npt.NDArray[Any], /
     ) -> npt.NDArray[np.int32]: ...
     def add(self, node: NodeName, weight: float = 1.0) -> None: ...
     def remove(self, node: NodeName, /) -> None: ...
@@ -51,7 +53,9 @@ class Ring:
     @property
     def weights(self) -> list[float]: ...
     @property
-    def bucket_counts(self) -> list[int]: ...
+    def slot_counts(self) -> list[int]: ...
+    @property
+    def n_slots(self) -> int: ...
     @property
     def table(self) -> RingTable: ...
     def index(self, node: NodeName, /) -> int: ...
