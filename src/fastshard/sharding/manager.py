@@ -49,8 +49,10 @@ class LoadForecast:
     steps ahead); ``point`` the central forecast; ``measured`` the load measured in the last
     interval (optional: only used to tell proactive actions from reactive ones).
     ``hot_hashes``/``hot_upper`` name single keys with their own predicted upper bound, for
-    hot-key isolation. For a message type the manager does not know yet, give one-element
-    arrays: the service's total predicted load.
+    hot-key isolation. ``key_hashes``/``key_load`` (optional): a sample of keys with their
+    measured load (e.g. ``ShardMap.record_load``'s reservoir) so cuts fall between real keys
+    instead of assuming load is uniform inside a slice. For a message type the manager does
+    not know yet, give one-element arrays: the service's total predicted load.
     """
 
     epoch: int
@@ -59,6 +61,8 @@ class LoadForecast:
     measured: np.ndarray | None = None
     hot_hashes: Sequence[int] = ()
     hot_upper: np.ndarray | None = None
+    key_hashes: np.ndarray | None = None
+    key_load: np.ndarray | None = None
 
     @classmethod
     def from_array(cls, epoch: int, load: Any) -> LoadForecast:
@@ -196,6 +200,12 @@ class ShardManager:
                 if isinstance(h, bool) or not 0 <= int(h) < 2**64:
                     raise InvalidValueError(f"hot_hashes must be 64-bit hashes in [0, 2**64), got {h!r}")
 
+        key_hashes = key_load = None
+        if fc.key_hashes is not None:
+            key_hashes = np.asarray(fc.key_hashes)
+            if key_hashes.dtype != np.uint64 or key_hashes.ndim != 1:
+                raise InvalidValueError("predicted_load.key_hashes must be a 1-d uint64 array of key hashes")
+            key_load = _check_load("predicted_load.key_load", fc.key_load, key_hashes.size)
         capacity = np.array([self.capacity_of(s) for s in view.shards], dtype=np.float64)
         failed = np.zeros(len(view.shards), dtype=bool)
         if self.health is not None:
@@ -211,6 +221,7 @@ class ShardManager:
             config=self.config, cooling=cooling, failed=failed,
             new_name=lambda kind: self._fresh_name(svc, kind),
             measured=measured, hot_hashes=list(fc.hot_hashes), hot_upper=hot_upper,
+            key_hashes=key_hashes, key_load=key_load,
         )
         return Plan(
             message_type=message_type,

@@ -61,6 +61,7 @@ class Merge:
     moved_load: float
     proactive: bool = False
     reason: str = ""
+    drain: bool = False  # the retired shard failed: its messages must go somewhere
 
     def apply_to(self, shard_map: ShardMap) -> None:
         shard_map.merge(self.into, self.retired)
@@ -160,7 +161,7 @@ def action_kind(action: Action) -> str:
     if isinstance(action, Reassign):
         return action.kind
     if isinstance(action, Merge):
-        return "merge"
+        return "drain" if action.drain else "merge"
     if isinstance(action, Move):
         return "move"
     return "create"

@@ -51,7 +51,7 @@ class PlannerConfig:
     low_water: float = 0.40
     hot_key_fraction: float = 0.40
     split_above_mean: float | None = None
-    imbalance_tolerance: float | None = 0.25
+    imbalance_tolerance: float | None = 0.10
     node_imbalance: float | None = 0.25
     max_move_fraction: float = 0.09
     cooldown_rounds: int = 3
@@ -168,6 +168,7 @@ class _Round:
         self.moved_fraction = self.moved_load = self.relief_load = self.min_needed = 0.0
         self.skipped: dict[str, int] = {}
         self.n_shards = m
+        self.sample: tuple[np.ndarray, np.ndarray] | None = None  # sorted hashes, cumulative load
 
     def slices_of(self, s: int) -> np.ndarray:
         return self._order[self._bounds[s] : self._bounds[s + 1]]
@@ -192,10 +193,11 @@ class _Round:
         return int(np.argmin(self.node_load))
 
     def proactive(self, s: int, threshold: float) -> bool:
-        """True when the measured load alone would not have asked for this action."""
+        """True when the prediction crossed ``threshold`` but the measured load did not: the
+        action was taken because of a forecast."""
         if self.shard_measured is None:
             return False
-        return bool(self.shard_measured[s] <= threshold)
+        return bool(self.shard_measured[s] <= threshold < self.shard_upper[s])
 
     def record(self, action: Action) -> None:
         self.actions.append(action)
@@ -226,15 +228,23 @@ def plan_round(
     measured: np.ndarray | None = None,
     hot_hashes: Sequence[int] = (),
     hot_upper: np.ndarray | None = None,
+    key_hashes: np.ndarray | None = None,
+    key_load: np.ndarray | None = None,
 ) -> RoundResult:
     """Plan one round against ``view``.
 
     ``upper`` (predicted upper bound) and ``measured`` (last measured load, used only to
     flag proactive actions) are per slice; ``capacity`` (health-adjusted), ``cooling`` and
-    ``failed`` are per shard. ``new_name(kind)`` returns a fresh shard id. Inputs are
+    ``failed`` are per shard. ``new_name(kind)`` returns a fresh shard id. ``key_hashes`` /
+    ``key_load``: an optional sample of keys with their load (e.g. ``ShardMap.record_load``'s
+    reservoir) that places cuts between real keys. Inputs are
     validated by the caller (:class:`fastshard.sharding.ShardManager`).
     """
     r = _Round(view, upper, capacity, config, cooling, new_name, measured)
+    if key_hashes is not None and key_load is not None and len(key_hashes):
+        order = np.argsort(key_hashes, kind="stable")
+        r.sample = (np.asarray(key_hashes, dtype=np.uint64)[order],
+                    np.concatenate(([0.0], np.cumsum(np.asarray(key_load, dtype=np.float64)[order]))))
     _drain_failed(r, np.asarray(failed, dtype=bool))
     if len(hot_hashes):
         hu = np.zeros(len(hot_hashes)) if hot_upper is None else np.asarray(hot_upper, dtype=np.float64)
@@ -277,6 +287,7 @@ def _drain_failed(r: _Round, failed: np.ndarray) -> None:
                 moved_fraction=float(r.shard_width[s]),
                 moved_load=float(r.shard_upper[s]),
                 reason="shard failed: drained into its least loaded healthy neighbour",
+                drain=True,
             )
         )
         r.changed[s] = r.changed[into] = True
@@ -337,10 +348,62 @@ def _split_overloaded(r: _Round) -> None:
         if r.n_shards >= cfg.max_shards:
             r.skip("max_shards reached")
             break
-        moved = _carve(r, s, excess, proactive=r.proactive(s, cfg.high_water * cap))
+        pro = r.proactive(s, cfg.high_water * cap)
+        # a neighbour with room takes the excess (no new shard, better balance); else split
+        moved = _shed_to_neighbour(r, s, excess, proactive=pro)
+        if moved <= 0:
+            moved = _carve(r, s, excess, proactive=pro)
         if moved > 0:
             r.min_needed += max(load - cfg.high_water * cap, 0.0)
             r.relief_load += moved
+
+
+def _edge_range(r: _Round, i: int, want: float, top: bool, *, whole_ok: bool = True) -> tuple[int, int, float] | None:
+    """The part of slice ``i`` at its top (``[cut, end)``) or bottom (``[start, cut)``) edge
+    that carries about ``want`` of its predicted load, within the movement budget.
+
+    With a key sample (``key_hashes``/``key_load``) the cut falls between sampled keys, so a
+    few heavy keys are accounted for; without one, load is taken as uniform over the slice's
+    hash range (hashing spreads keys evenly). Returns ``(lo, hi, load)`` or None."""
+    v = r.view
+    start, end = v.starts[i], v.ends[i]
+    width = end - start
+    ui = float(r.upper[i])
+    if width < 2 or ui <= 0 or want <= 0:
+        return None
+    max_hashes = int(min(r.budget_left(), 1.0) * HASH_SPACE)
+    if max_hashes < 1:
+        r.skip("movement budget exhausted")
+        return None
+    limit = width if whole_ok else width - 1
+    cut_n: int | None = None
+    share = min(want / ui, 1.0)
+    if r.sample is not None:
+        hs, cw = r.sample
+        lo = int(np.searchsorted(hs, np.uint64(start), side="left"))
+        hi = int(np.searchsorted(hs, np.uint64(end - 1), side="right"))
+        tot = float(cw[hi] - cw[lo])
+        if hi > lo and tot > 0:
+            target = share * tot
+            if top:  # smallest suffix of sampled keys with weight >= target
+                k = int(np.searchsorted(cw[lo : hi + 1], cw[hi] - target, side="right")) - 1 + lo
+                k = min(max(k, lo), hi - 1)
+                cut_n = end - int(hs[k])
+                share = float(cw[hi] - cw[k]) / tot
+            else:  # smallest prefix
+                k = int(np.searchsorted(cw[lo : hi + 1], cw[lo] + target, side="left")) + lo
+                k = min(max(k, lo + 1), hi)
+                cut_n = int(hs[k - 1]) + 1 - start
+                share = float(cw[k] - cw[lo]) / tot
+    if cut_n is None:
+        cut_n = max(int(width * share), 1)
+    n = min(cut_n, limit, max_hashes)
+    if n < 1:
+        return None
+    if n < cut_n:  # the budget or the slice cut it short: scale the load estimate
+        share *= n / cut_n
+    lo_h, hi_h = (end - n, end) if top else (start, start + n)
+    return lo_h, hi_h, ui * share
 
 
 def _carve(r: _Round, s: int, excess: float, *, proactive: bool) -> float:
@@ -356,21 +419,14 @@ def _carve(r: _Round, s: int, excess: float, *, proactive: bool) -> float:
         i = int(i)
         if moved >= excess * 0.999 or r.upper[i] <= 0:
             break
-        start, end = v.starts[i], v.ends[i]
-        width = end - start
-        if width < 2:
+        if v.ends[i] - v.starts[i] < 2:
             continue  # one key cannot be cut
-        frac = min((excess - moved) / r.upper[i], 1.0, r.budget_left() / v.widths[i])
-        n_hashes = int(width * frac)
-        if n_hashes < 1:
-            r.skip("movement budget exhausted")
+        part = _edge_range(r, i, excess - moved, top=True, whole_ok=len(idx) > 1)
+        if part is None:
             break
-        whole = n_hashes >= width and len(idx) > 1
-        cut = start if whole else max(end - n_hashes, start + 1)
-        part = (end - cut) / width
+        cut, end, load = part
         if new is None:
             new = r.new_name("split")
-        load = float(r.upper[i] * part)
         r.record(
             Reassign(
                 cut, end, v.shards[s], new, v.nodes[node], "split",
@@ -388,8 +444,46 @@ def _carve(r: _Round, s: int, excess: float, *, proactive: bool) -> float:
     return moved
 
 
+def _shed_to_neighbour(r: _Round, s: int, excess: float, *, proactive: bool) -> float:
+    """Give ``excess`` load from a boundary slice of ``s`` to the adjacent shard with the most
+    room below ``target_fill``, if it has room for all of it. Returns the load moved."""
+    v = r.view
+    best = None
+    for i, j, t in _neighbours(r, s):
+        if r.changed[t] or r.cooling[t] or r.upper[i] <= 0 or v.ends[i] - v.starts[i] < 2:
+            continue
+        room = r.cfg.target_fill * r.capacity[t] - r.shard_upper[t]
+        # the part moved must not be most of a slice whose load may sit in a few keys
+        if room >= excess and excess <= 0.5 * r.upper[i] and (best is None or room > best[0]):
+            best = (room, i, j, t)
+    if best is None:
+        return 0.0
+    _, i, j, t = best
+    part = _edge_range(r, i, excess, top=j > i, whole_ok=False)
+    if part is None:
+        return 0.0
+    lo, hi, load = part
+    if r.shard_upper[t] + load > r.cfg.target_fill * r.capacity[t]:
+        return 0.0  # the cut had to take more than the neighbour has room for
+    r.record(
+        Reassign(
+            lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
+            moved_fraction=(hi - lo) / HASH_SPACE,
+            moved_load=load,
+            proactive=proactive,
+            reason=f"predicted at {r.shard_upper[s] / r.capacity[s]:.0%} of capacity; "
+                   f"neighbour {v.shards[t]} has room",
+        )
+    )
+    r.changed[s] = r.changed[t] = True
+    r.shift_load(s, t, load)
+    return load
+
+
 def _resize_imbalanced(r: _Round) -> None:
-    """Shift part of an above-mean shard's boundary slice to a below-mean neighbour."""
+    """Move part of an above-mean shard's range to a below-mean shard (Slicer-style
+    hot-to-cold rebalancing). An adjacent shard is preferred (the ranges stay joined); the
+    coldest shard anywhere is used when it can take more."""
     tol = r.cfg.imbalance_tolerance or 0.0
     mean = float(r.shard_upper.sum() / max(r.n_shards, 1))
     if mean <= 0:
@@ -403,29 +497,36 @@ def _resize_imbalanced(r: _Round) -> None:
             break
         if r.shard_width[s] * HASH_SPACE <= 1.5 or r.changed[s] or r.cooling[s]:
             continue
-        best = None
-        for i, _j, t in _neighbours(r, s):
+        best: tuple[float, int, int, bool] | None = None  # (amount, slice, shard, cut at top)
+        for i, j, t in _neighbours(r, s):
             if r.changed[t] or r.cooling[t] or r.shard_upper[t] >= mean or r.upper[i] <= 0:
                 continue
-            if best is None or r.shard_upper[t] < r.shard_upper[best[1]]:
-                best = (i, t, _j)
+            amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
+            if best is None or amount > best[0]:
+                best = (amount, i, t, j > i)
+        free = ~(r.changed | r.cooling) & (r.capacity > 0)
+        free[s] = False
+        if free.any():
+            t = int(np.flatnonzero(free)[np.argmin(r.shard_upper[free])])
+            amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
+            idx = r.slices_of(s)
+            i = int(idx[np.argmax(r.upper[idx])])
+            if amount > 0 and r.upper[i] > 0 and (best is None or amount > 1.25 * best[0]):
+                best = (amount, i, t, True)
         if best is None:
             continue
-        i, t, j = best
-        amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
-        start, end = v.starts[i], v.ends[i]
-        width = end - start
-        frac = min(amount / r.upper[i], 0.999, r.budget_left() / v.widths[i])
-        n_hashes = int(width * frac)
-        if n_hashes < 1:
+        amount, i, t, top = best
+        part = _edge_range(r, i, amount, top=top, whole_ok=False)
+        if part is None:
             continue
-        # take the part of slice i that touches neighbour slice j, so the ranges stay joined
-        lo, hi = (start, start + n_hashes) if j < i else (end - n_hashes, end)
-        load = float(r.upper[i] * n_hashes / width)
+        lo, hi, load = part
+        if r.shard_upper[t] + load >= r.shard_upper[s]:
+            r.skip("rebalance would not lower the pair's peak")  # a heavy key would just bounce
+            continue
         r.record(
             Reassign(
                 lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
-                moved_fraction=n_hashes / HASH_SPACE,
+                moved_fraction=(hi - lo) / HASH_SPACE,
                 moved_load=load,
                 reason=f"shard at {r.shard_upper[s] / mean:.2f}x the mean load",
             )

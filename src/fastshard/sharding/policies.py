@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +56,8 @@ class Policy(abc.ABC):
         shares: np.ndarray | None = None,
         hot_hashes: Sequence[int] = (),
         hot_measured: np.ndarray | None = None,
+        key_hashes: np.ndarray | None = None,
+        key_load: np.ndarray | None = None,
         message_type: str | None = None,
     ) -> Plan:
         """Plan one round.
@@ -62,7 +65,8 @@ class Policy(abc.ABC):
         ``measured``: load per slice of the current map in the last interval. ``shares``:
         shape ``(n_series, n_slices)``, the share of each series' volume that falls in each
         slice (used to spread series forecasts over slices). ``hot_hashes`` /
-        ``hot_measured``: the heaviest single keys and their measured load.
+        ``hot_measured``: the heaviest single keys and their measured load. ``key_hashes`` /
+        ``key_load``: an optional key sample that lets cuts fall between real keys.
         """
         m = manager.shard_map(message_type)
         epoch = int(m.epoch)
@@ -70,6 +74,8 @@ class Policy(abc.ABC):
         est = self.estimate(epoch, measured, shares, hot_hashes, hot_measured)
         if est is None:
             return Plan(message_type, epoch)
+        if key_hashes is not None:
+            est = replace(est, key_hashes=key_hashes, key_load=key_load)
         return manager.adjust_sharding(est, message_type)
 
 
@@ -101,7 +107,10 @@ class ReactivePolicy(Policy):
 
 
 class PredictivePolicy(Policy):
-    """Plan against the forecast upper bound over the next ``horizon`` steps.
+    """Plan against forecasts over the next ``horizon`` steps, point and upper bound.
+
+    The manager protects the ``q`` quantile (``q=0.5``: the point forecast) of the largest
+    load predicted over the horizon.
 
     ``forecaster`` follows the :class:`fastshard.forecast.Forecaster` contract (``update``,
     ``predict``, ``predict_interval``) over ``n_series`` series (e.g. one per service). Each
