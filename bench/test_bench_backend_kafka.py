@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("fastshard_kafka", reason="fastshard-kafka plugin not installed")
 
 from confluent_kafka import Producer  # noqa: E402
+
 from fastshard_kafka import KafkaBackend, PlacementPublisher  # noqa: E402
 from fastshard_kafka.testing import MockCluster  # noqa: E402
 

@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("fastshard_rabbitmq", reason="fastshard-rabbitmq plugin not installed")
 
 import pika  # noqa: E402
+
 from fastshard.testing.servers import require_server  # noqa: E402
 from fastshard_rabbitmq import RabbitMQBackend, ShardRouter, shard_for  # noqa: E402
 

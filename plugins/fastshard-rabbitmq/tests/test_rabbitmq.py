@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from fastshard.errors import BackendUnavailableError, InvalidValueError
 from fastshard.testing.servers import require_server
 from fastshard_rabbitmq import RabbitMQBackend, ShardRouter, shard_for
-from fastshard_rabbitmq.placement import _hash_key, _jump
 
 pytestmark = pytest.mark.integration
 
@@ -115,17 +114,33 @@ def test_unreachable_server_is_reported_after_retries():
         b.ping()
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _twin_shard(key, shards):
+    """Plain-Python twin: XXH3-64 of the documented key bytes, then Lamping & Veach jump hash."""
+    data = key if isinstance(key, bytes) else key.encode() if isinstance(key, str) else (key & _MASK64).to_bytes(8, "little")
+    h, b, j = xxhash.xxh3_64_intdigest(data), -1, 0
+    while j < len(shards):
+        b = j
+        h = (h * 2862933555777941757 + 1) & _MASK64
+        j = int((b + 1) * (float(1 << 31) / float((h >> 33) + 1)))
+    return shards[b]
+
+
 @settings(max_examples=300, deadline=None)
-@given(h=st.integers(0, 2**64 - 1), n=st.integers(1, 5000))
-def test_jump_matches_the_reference_implementation(h, n):
-    assert _jump(h, n) == jump.hash(h, n)
+@given(key=st.one_of(st.binary(max_size=32), st.text(max_size=16), st.integers(-(2**63), 2**64 - 1)),
+       n=st.integers(1, 300))
+def test_shard_for_equals_the_python_twin(key, n):
+    shards = [f"s{i}" for i in range(n)]
+    assert shard_for(key, shards) == _twin_shard(key, shards)
 
 
-@settings(max_examples=100, deadline=None)
-@given(key=st.one_of(st.binary(max_size=32), st.text(max_size=16), st.integers(-(2**70), 2**70)))
-def test_key_hash_is_xxh3_of_the_documented_bytes(key):
-    data = key if isinstance(key, bytes) else key.encode() if isinstance(key, str) else (key % 2**64).to_bytes(8, "little")
-    assert _hash_key(key) == xxhash.xxh3_64_intdigest(data)
+def test_twin_jump_matches_the_reference_package():
+    for h in (0, 1, 2**63, 2**64 - 1):
+        data = h.to_bytes(8, "little")
+        for n in (1, 3, 1000):
+            assert _twin_shard(data, list(range(n))) == jump.hash(xxhash.xxh3_64_intdigest(data), n)
 
 
 def test_router_places_keys_and_growth_only_moves_keys_to_new_shards(make_backend):

@@ -363,7 +363,7 @@ class KafkaBackend(Backend):
     def _produce(self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str],
                  epoch: int) -> _Delivery:
         topic, p = self._require_partition(queue)
-        hdrs = [(k, v.encode()) for k, v in headers.items()]
+        hdrs: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in headers.items()]
         hdrs.append((EPOCH_HEADER, str(epoch).encode()))
         delivery = _Delivery(queue, len(batch))
         produce, report = self._producer.produce, delivery.on_delivery
@@ -494,11 +494,13 @@ class KafkaBackend(Backend):
                     continue
                 cls = BackendUnavailableError if (err.retriable() or err.code() in _UNAVAILABLE_CODES) else BackendError
                 raise cls(f"consuming {queue!r} failed: {err.str()}")
-            off = km.offset()
-            if off < st.committed or off in st.acked or off in st.pending:
+            offset = km.offset()
+            if offset is None:
+                continue  # only error events lack an offset, and those were handled above
+            if offset < st.committed or offset in st.acked or offset in st.pending:
                 continue  # already handed out (a re-fetch after a seek): not new
             msg = self._to_message(queue, km)
-            st.pending[off] = [now + self.visibility_timeout, 1, msg]
+            st.pending[offset] = [now + self.visibility_timeout, 1, msg]
             out.append(msg)
         return out
 

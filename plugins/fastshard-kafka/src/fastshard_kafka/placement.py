@@ -2,7 +2,7 @@
 
 Kafka's default partitioner is murmur2(key) mod N: growing N from 4 to 5 moves about 80 % of
 keys, and every moved key is briefly in two partitions at once, so per-key order breaks.
-Jump consistent hash over the key's XXH3-64 moves only ``1 - n/m`` of keys when growing
+Jump consistent hash over the key's XXH3-64 (fastshard's compiled core) moves only ``1 - n/m`` of keys when growing
 from ``n`` to ``m`` buckets, and every moved key goes to a *new* partition (``>= n``), never
 between two old ones. That makes the cut-over simple:
 
@@ -21,69 +21,26 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-import xxhash
 
 from fastshard.errors import InvalidTypeError, InvalidValueError, check_int
+from fastshard.hashing import MAX_BUCKETS, hash_key, hash_many, jump_hash, jump_hash_many
 from fastshard_kafka.backend import KafkaBackend
-
-_MASK64 = (1 << 64) - 1
-
-
-def _hash_key_py(key: bytes | str | int) -> int:
-    """XXH3-64 (seed 0) of the key's bytes: str as UTF-8, int as 8 little-endian bytes mod 2**64.
-
-    The same definition as ``fastshard.hash_key`` (the compiled core), so that a Python
-    router and this partitioner agree on every key.
-    """
-    if isinstance(key, bytes):
-        data = key
-    elif isinstance(key, str):
-        data = key.encode("utf-8")
-    elif isinstance(key, int) and not isinstance(key, bool):
-        data = (key & _MASK64).to_bytes(8, "little")
-    elif isinstance(key, (bytearray, memoryview)):
-        data = bytes(key)
-    else:
-        raise InvalidTypeError(f"key must be bytes, str or int, got {type(key).__name__}")
-    return xxhash.xxh3_64_intdigest(data)
-
-
-def _jump_py(h: int, buckets: int) -> int:
-    """Lamping & Veach jump consistent hash of a 64-bit ``h`` into ``[0, buckets)``."""
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        h = (h * 2862933555777941757 + 1) & _MASK64
-        j = int((b + 1) * (float(1 << 31) / float((h >> 33) + 1)))
-    return b
 
 
 def partition_for(key: bytes | str | int, partitions: int) -> int:
-    """The partition fastshard places ``key`` on, among ``partitions`` partitions."""
-    check_int("partitions", partitions, 1, 1 << 31)
-    return _jump_py(_hash_key_py(key), partitions)
+    """The partition fastshard places ``key`` on, among ``partitions`` partitions.
+
+    ``fastshard.jump_hash(fastshard.hash_key(key), partitions)``: every fastshard router, in
+    any process or language using XXH3-64 + jump hash, agrees with it.
+    """
+    check_int("partitions", partitions, 1, MAX_BUCKETS)
+    return jump_hash(hash_key(key), partitions)
 
 
 def partitions_for(keys: Sequence[bytes | str | int], partitions: int) -> np.ndarray:
-    """:func:`partition_for` of many keys at once (int64 array): jump hash vectorised in NumPy.
-
-    Every key takes the same steps as in the scalar loop; only keys still below
-    ``partitions`` keep iterating, and there are about ``ln(partitions)`` rounds.
-    """
-    check_int("partitions", partitions, 1, 1 << 31)
-    h = np.fromiter((_hash_key_py(k) for k in keys), dtype=np.uint64, count=len(keys))
-    bucket = np.full(len(keys), -1, dtype=np.int64)
-    nxt = np.zeros(len(keys), dtype=np.int64)
-    live = np.arange(len(keys))
-    mult, one = np.uint64(2862933555777941757), np.uint64(1)
-    while live.size:
-        bucket[live] = nxt[live]
-        hl = h[live] * mult + one  # wraps mod 2**64 like the C code
-        h[live] = hl
-        nxt[live] = ((bucket[live] + 1).astype(np.float64)
-                     * (float(1 << 31) / ((hl >> np.uint64(33)) + one).astype(np.float64))).astype(np.int64)
-        live = live[nxt[live] < partitions]
-    return bucket
+    """:func:`partition_for` of many keys at once, in the compiled core (GIL released)."""
+    check_int("partitions", partitions, 1, MAX_BUCKETS)
+    return jump_hash_many(hash_many(keys), partitions)
 
 
 class PlacementPublisher:
@@ -100,12 +57,12 @@ class PlacementPublisher:
             raise InvalidValueError(f"topic must be a non-empty topic name without ':', got {topic!r}")
         self.backend = backend
         self.topic = topic
-        self.partitions = check_int("partitions", partitions, 1, 1 << 31)
+        self.partitions = check_int("partitions", partitions, 1, MAX_BUCKETS)
         self.epoch = check_int("epoch", epoch, 0, 2**63 - 1)
 
     def switch(self, partitions: int, epoch: int) -> None:
         """Place keys over ``partitions`` from now on, stamping ``epoch`` (must grow)."""
-        check_int("partitions", partitions, 1, 1 << 31)
+        check_int("partitions", partitions, 1, MAX_BUCKETS)
         check_int("epoch", epoch, self.epoch + 1, 2**63 - 1)
         self.partitions, self.epoch = partitions, epoch
 
@@ -144,8 +101,8 @@ class PartitionCutover:
     def __init__(self, backend: KafkaBackend, topic: str, old: int, new: int) -> None:
         self.backend = backend
         self.topic = topic
-        self.old = check_int("old", old, 1, 1 << 31)
-        self.new = check_int("new", new, old + 1, 1 << 31)
+        self.old = check_int("old", old, 1, MAX_BUCKETS)
+        self.new = check_int("new", new, old + 1, MAX_BUCKETS)
 
     @property
     def moved_partitions(self) -> range:

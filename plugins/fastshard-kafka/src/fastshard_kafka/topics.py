@@ -8,7 +8,7 @@ this interface; :class:`fastshard_kafka.testing.MockCluster` provides one over t
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
@@ -30,7 +30,7 @@ class TopicManager(Protocol):
 class AdminTopicManager:
     """Topic operations through the Kafka Admin API (a real broker or cluster)."""
 
-    def __init__(self, config: dict[str, object], *, replication_factor: int = -1,
+    def __init__(self, config: dict[str, Any], *, replication_factor: int = -1,
                  timeout: float = 30.0) -> None:
         # replication_factor -1 lets the broker apply default.replication.factor
         self._admin = AdminClient(dict(config))

@@ -314,8 +314,11 @@ class RabbitMQBackend(Backend):
         while True:
             remaining = deadline - time.monotonic()
             wait = max(0.0, min(remaining, 0.05))
-            out = self._sub.run(lambda ch, w=wait: self._take(ch, st, queue, max_messages, w),
-                                f"consuming {queue!r}")
+
+            def take(ch: Any, w: float = wait) -> list[Message]:
+                return self._take(ch, st, queue, max_messages, w)
+
+            out = self._sub.run(take, f"consuming {queue!r}")
             if out or time.monotonic() >= deadline:
                 return out
 

@@ -1,8 +1,8 @@
 """Routing keys by fastshard's placement: the shard queue is computed client-side.
 
 RabbitMQ's direct exchange then delivers on that exact routing key, so the broker needs no
-plugin and agrees with every fastshard router by construction. Placement is jump consistent
-hash over the key's XXH3-64 (the definition of ``fastshard.hash_key``), so growing from n to
+plugin and agrees with every fastshard router by construction. Placement is
+``fastshard.jump_hash(fastshard.hash_key(key), len(shards))`` (the compiled core), so growing from n to
 m shards moves only ``1 - n/m`` of the keys, all of them to the new shards.
 
 Per-key order when shards are added: a moved key's new messages go to a new shard queue
@@ -15,43 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import xxhash
-
 from fastshard.backends.base import validate_name
 from fastshard.errors import InvalidTypeError, InvalidValueError, check_int
+from fastshard.hashing import hash_key, hash_many, jump_hash, jump_hash_many
 from fastshard_rabbitmq.backend import RabbitMQBackend
-
-_MASK64 = (1 << 64) - 1
-
-
-def _hash_key(key: bytes | str | int) -> int:
-    """XXH3-64 (seed 0): bytes as is, str as UTF-8, int as 8 little-endian bytes mod 2**64."""
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        data = bytes(key)
-    elif isinstance(key, str):
-        data = key.encode("utf-8")
-    elif isinstance(key, int) and not isinstance(key, bool):
-        data = (key & _MASK64).to_bytes(8, "little")
-    else:
-        raise InvalidTypeError(f"key must be bytes, str or int, got {type(key).__name__}")
-    return xxhash.xxh3_64_intdigest(data)
-
-
-def _jump(h: int, buckets: int) -> int:
-    """Lamping & Veach jump consistent hash of a 64-bit ``h`` into ``[0, buckets)``."""
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        h = (h * 2862933555777941757 + 1) & _MASK64
-        j = int((b + 1) * (float(1 << 31) / float((h >> 33) + 1)))
-    return b
 
 
 def shard_for(key: bytes | str | int, shards: Sequence[str]) -> str:
     """The shard queue of ``key`` among ``shards`` (order matters: append new shards at the end)."""
     if not shards:
         raise InvalidValueError("shards must name at least one shard queue")
-    return shards[_jump(_hash_key(key), len(shards))]
+    return shards[jump_hash(hash_key(key), len(shards))]
 
 
 class ShardRouter:
@@ -89,11 +63,13 @@ class ShardRouter:
 
     def publish_batch(self, items: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
         items = list(items)
-        by_queue: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             if not isinstance(item, tuple) or len(item) != 2:
                 raise InvalidTypeError(f"items[{i}] must be a (key, value) pair")
-            by_queue.setdefault(self.queue_for(item[0]), []).append(i)
+        by_queue: dict[str, list[int]] = {}
+        placed = jump_hash_many(hash_many([k for k, _ in items]), len(self.shards)).tolist()
+        for i, p in enumerate(placed):
+            by_queue.setdefault(self.shards[p], []).append(i)
         out: list[tuple[str, str] | None] = [None] * len(items)
         for q, idx in by_queue.items():
             for i, mid in zip(idx, self.backend.publish_batch(q, [items[i] for i in idx],
