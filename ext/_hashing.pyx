@@ -22,9 +22,11 @@ cnp.import_array()
 cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
     uint64_t PyLong_AsUnsignedLongLong(object o) except? <uint64_t>-1
+    long PyLong_AsLong(object o) except? -1
 
 # Largest bucket count: buckets are int32 everywhere (NumPy int32 results, ring tables).
 MAX_BUCKETS = 0x7FFFFFFF
+cdef long _MAX_BUCKETS = 0x7FFFFFFF
 
 
 def hash_key(key):
@@ -83,8 +85,10 @@ def hash_many(keys):
 cdef uint64_t _hash_arg(object h) except? 0:
     """A hash value argument: an int in [0, 2**64)."""
     if PyLong_CheckExact(h):
-        if 0 <= h <= 0xFFFFFFFFFFFFFFFF:
-            return PyLong_AsUnsignedLongLong(h)
+        try:
+            return PyLong_AsUnsignedLongLong(h)  # OverflowError for < 0 and >= 2**64
+        except OverflowError:
+            pass
     elif isinstance(h, bool) or not isinstance(h, (int, np.integer)):
         raise InvalidTypeError(f"h must be an int hash value, got {type(h).__name__}")
     elif 0 <= h <= 0xFFFFFFFFFFFFFFFF:
@@ -93,11 +97,19 @@ cdef uint64_t _hash_arg(object h) except? 0:
 
 
 cdef int32_t _bucket_count_arg(object n) except -1:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+    cdef long value
+    if PyLong_CheckExact(n):
+        try:
+            value = PyLong_AsLong(n)
+        except OverflowError:
+            value = 0
+    elif isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise InvalidTypeError(f"n must be an int bucket count, got {type(n).__name__}")
-    if not 1 <= n <= MAX_BUCKETS:
+    else:
+        value = n if -1 <= n <= _MAX_BUCKETS + 1 else 0
+    if not 1 <= value <= _MAX_BUCKETS:
         raise InvalidValueError(f"n must be in [1, 2**31 - 1], got {n}")
-    return <int32_t>n
+    return <int32_t>value
 
 
 def jump_hash(h, n):

@@ -553,8 +553,10 @@ cdef int _raise_empty() except -1:
 
 cdef uint64_t _hash_value(object h) except? 0:
     if PyLong_CheckExact(h):
-        if 0 <= h <= 0xFFFFFFFFFFFFFFFF:
-            return PyLong_AsUnsignedLongLong(h)
+        try:
+            return PyLong_AsUnsignedLongLong(h)  # OverflowError for < 0 and >= 2**64
+        except OverflowError:
+            pass
     elif isinstance(h, bool) or not isinstance(h, (int, np.integer)):
         raise InvalidTypeError(f"h must be an int hash value, got {type(h).__name__}")
     elif 0 <= h <= 0xFFFFFFFFFFFFFFFF:

@@ -25,14 +25,25 @@ cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     bint PyLong_CheckExact(object o)
     uint64_t PyLong_AsUnsignedLongLongMask(object o) except? <uint64_t>-1
+    uint64_t PyLong_AsUnsignedLongLong(object o) except? <uint64_t>-1
+    long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
 
 
 cdef inline uint64_t _int_key_bits(object key) except? 0xFFFFFFFFFFFFFFFF:
-    # Range check first so a huge int is an error, not silently truncated.
-    if key < -0x8000000000000000 or key > 0xFFFFFFFFFFFFFFFF:
-        from fastshard.errors import InvalidValueError
-        raise InvalidValueError(f"int key must be in [-2**63, 2**64), got {key}")
-    return PyLong_AsUnsignedLongLongMask(key)
+    # C conversions first (no Python-level comparisons on the per-key path); only keys
+    # beyond int64 take the unsigned route, and anything outside [-2**63, 2**64) is an
+    # error rather than silently truncated.
+    cdef int overflow = 0
+    cdef long long signed_value = PyLong_AsLongLongAndOverflow(key, &overflow)
+    if overflow == 0:
+        return <uint64_t>signed_value
+    if overflow > 0:
+        try:
+            return PyLong_AsUnsignedLongLong(key)
+        except OverflowError:
+            pass
+    from fastshard.errors import InvalidValueError
+    raise InvalidValueError(f"int key must be in [-2**63, 2**64), got {key}")
 
 
 cdef inline int hash_object(object key, uint64_t *out) except -1:
