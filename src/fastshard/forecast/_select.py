@@ -50,21 +50,23 @@ def track(y, f1, err_sum, err_wt, decay, rep_pending, rep_sum, rep_wt, n_obs):
 
 
 @njit(cache=True, nogil=True)
-def model_weights(err_sum, err_wt, min_wt, allowed, combine, weights, best):
+def model_weights(err_sum, err_wt, min_wt, allowed, combine, borrowed, weights, best):
     # pragma: no cover - compiled
     """Per-series weights ``(M, n)`` summing to 1, and ``best[i]``, the least-error model.
 
     A model counts once its track-record weight reaches ``min_wt``. ``combine``: weights
     ``1 / e_m^2``; otherwise one-hot on ``best``. While no allowed model has a track record,
-    the seasonal naive model (which needs none) gets everything. Model-major passes so the
-    inner loops vectorise.
+    everything goes to the seasonal naive model (which needs none) -- or, for a series that
+    borrowed its group's seasonal shape (``borrowed[i] > 0``), to the first Holt-Winters set,
+    which carries that shape. Model-major passes so the inner loops vectorise.
     """
     M = err_sum.shape[0]
     n = err_sum.shape[1]
     best_err = np.full(n, np.inf)
     total = np.zeros(n)
+    hw_ok = M > 2 and allowed[1]
     for i in range(n):
-        best[i] = NAIVE
+        best[i] = 1 if hw_ok and borrowed[i] > 0 else NAIVE
     for m in range(M):
         wm = weights[m]
         es = err_sum[m]

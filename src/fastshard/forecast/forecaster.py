@@ -216,7 +216,7 @@ class Forecaster:
         w = np.empty((self._M, self._n))
         best = np.empty(self._n, dtype=np.int64)
         model_weights(self._a["err_sum"], self._a["err_wt"], self._min_wt, self._allowed,
-                      self._model == "auto", w, best)
+                      self._model == "auto", self._a["season_prior"], w, best)
         return w, best
 
     def rolling_error(self) -> np.ndarray:
@@ -264,6 +264,23 @@ class Forecaster:
         h = check_int("h", h, 1, MAX_HORIZON)
         w, best = self._weights()
         return self._predict(h, w, best)
+
+    def predict_model(self, h: int, model: str) -> np.ndarray:
+        """Forecasts of one model of the bank (a name from :attr:`model_names`) for every
+        series, without combination or service blending: for diagnostics and comparisons."""
+        h = check_int("h", h, 1, MAX_HORIZON)
+        names = self.model_names
+        if model not in names:
+            raise InvalidValueError(f"model must be one of {', '.join(names)}; got {model!r}")
+        w = np.zeros((self._M, self._n))
+        w[names.index(model)] = 1.0
+        best = np.full(self._n, names.index(model), dtype=np.int64)
+        saved = self._a["rep_pending"]
+        self._a["rep_pending"] = np.full(self._n, np.nan)
+        try:
+            return self._predict(h, w, best)
+        finally:
+            self._a["rep_pending"] = saved
 
     def _predict(self, h: int, w: np.ndarray, best: np.ndarray) -> np.ndarray:
         a = self._a

@@ -258,11 +258,17 @@ class TelemetryAggregator:
         t_now = check_finite("now", now)
         lim = check_int("limit", limit, 1)
         last_closable = math.floor((t_now - self.grace - self.origin) / self.step) - 1
-        if self._next is None:
+        first = self._next
+        if first is None:
+            # nothing closed yet: start at the oldest step with data, but only commit to it
+            # once it actually closes (a record for an even older step may still arrive)
             if not self._bins:
                 return []
-            self._next = min(self._bins)
-        last_closable = min(last_closable, self._next + lim - 1)
+            first = min(self._bins)
+        if last_closable < first:
+            return []
+        self._next = first
+        last_closable = min(last_closable, first + lim - 1)
         out: list[Any] = []
         n = len(self._keys)
         count_keys = len(self._keys)

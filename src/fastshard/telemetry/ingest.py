@@ -39,7 +39,8 @@ def publish_records(backend: Backend, queue: str, records: Sequence[Record]) -> 
     All records are encoded before anything is sent (nothing half-published on bad input).
     """
     validate_name("queue", queue)
-    items = [(_key_of(r), encode_record(r)) for r in records]
+    items = [(encode_record(r), r) for r in records]  # encode (and type-check) all first
+    items = [(_key_of(r), data) for data, r in items]
     return backend.publish_batch(queue, items)
 
 
