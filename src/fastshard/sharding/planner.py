@@ -55,6 +55,9 @@ class PlannerConfig:
     node_imbalance: float | None = 0.25
     max_move_fraction: float = 0.09
     cooldown_rounds: int = 3
+    #: budgeted actions (splits, resizes, merges, moves) per round: a plan stays reviewable
+    #: and cheap to apply; hot-key isolation and failure drains are not capped
+    max_actions: int = 256
     min_shards: int = 1
     max_shards: int = 100_000
 
@@ -75,6 +78,7 @@ class PlannerConfig:
             if v is not None and check_finite(name, v) <= 0.0:
                 raise InvalidValueError(f"{name} must be > 0 (or None to disable), got {v}")
         check_int("cooldown_rounds", self.cooldown_rounds, 0, 1_000_000)
+        check_int("max_actions", self.max_actions, 1, 10_000_000)
         check_int("min_shards", self.min_shards, 1, 10_000_000)
         check_int("max_shards", self.max_shards, self.min_shards, 10_000_000)
 
@@ -99,6 +103,7 @@ class MapView:
         shards = list(shard_map.shards)
         nodes = list(shard_map.nodes)
         slices = shard_map.slices
+        placement = shard_map.placement()
         sidx = {s: i for i, s in enumerate(shards)}
         nidx = {n: i for i, n in enumerate(nodes)}
         starts = [s.start for s in slices]
@@ -107,7 +112,7 @@ class MapView:
             epoch=epoch,
             shards=shards,
             nodes=nodes,
-            shard_node=np.array([nidx[shard_map.node_of(s)] for s in shards], dtype=np.int32),
+            shard_node=np.array([nidx[placement[s]] for s in shards], dtype=np.int32),
             starts=starts,
             ends=ends,
             starts_u64=np.array(starts, dtype=np.uint64),
@@ -169,6 +174,7 @@ class _Round:
         self.skipped: dict[str, int] = {}
         self.n_shards = m
         self.sample: tuple[np.ndarray, np.ndarray] | None = None  # sorted hashes, cumulative load
+        self.budgeted = 0  # actions that count against max_actions
 
     def slices_of(self, s: int) -> np.ndarray:
         return self._order[self._bounds[s] : self._bounds[s + 1]]
@@ -187,7 +193,12 @@ class _Round:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
     def budget_left(self) -> float:
+        if self.budgeted >= self.cfg.max_actions:
+            return 0.0
         return self.cfg.max_move_fraction - self.moved_fraction
+
+    def budget_reason(self) -> str:
+        return "max_actions reached" if self.budgeted >= self.cfg.max_actions else "movement budget exhausted"
 
     def least_loaded_node(self) -> int:
         return int(np.argmin(self.node_load))
@@ -200,6 +211,8 @@ class _Round:
         return bool(self.shard_measured[s] <= threshold < self.shard_upper[s])
 
     def record(self, action: Action) -> None:
+        if not (getattr(action, "drain", False) or getattr(action, "kind", "") == "isolate"):
+            self.budgeted += 1
         self.actions.append(action)
         self.moved_fraction += action.moved_fraction
         self.moved_load += action.moved_load
@@ -373,7 +386,7 @@ def _edge_range(r: _Round, i: int, want: float, top: bool, *, whole_ok: bool = T
         return None
     max_hashes = int(min(r.budget_left(), 1.0) * HASH_SPACE)
     if max_hashes < 1:
-        r.skip("movement budget exhausted")
+        r.skip(r.budget_reason())
         return None
     limit = width if whole_ok else width - 1
     cut_n: int | None = None
@@ -490,10 +503,14 @@ def _resize_imbalanced(r: _Round) -> None:
         return
     hot = np.flatnonzero(r.shard_upper > (1 + tol) * mean)
     v = r.view
+    # cold candidates, coldest first; each takes part once per round, so one pointer walks it
+    cold = np.flatnonzero((r.shard_upper < mean) & (r.capacity > 0))
+    cold = [int(c) for c in cold[np.argsort(r.shard_upper[cold], kind="stable")]]
+    pos = 0
     for s in hot[np.argsort(-r.shard_upper[hot], kind="stable")]:
         s = int(s)
         if r.budget_left() <= 0:
-            r.skip("movement budget exhausted")
+            r.skip(r.budget_reason())
             break
         if r.shard_width[s] * HASH_SPACE <= 1.5 or r.changed[s] or r.cooling[s]:
             continue
@@ -504,10 +521,10 @@ def _resize_imbalanced(r: _Round) -> None:
             amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
             if best is None or amount > best[0]:
                 best = (amount, i, t, j > i)
-        free = ~(r.changed | r.cooling) & (r.capacity > 0)
-        free[s] = False
-        if free.any():
-            t = int(np.flatnonzero(free)[np.argmin(r.shard_upper[free])])
+        while pos < len(cold) and (r.changed[cold[pos]] or r.cooling[cold[pos]]):
+            pos += 1
+        if pos < len(cold):
+            t = cold[pos]
             amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
             idx = r.slices_of(s)
             i = int(idx[np.argmax(r.upper[idx])])
@@ -560,7 +577,7 @@ def _merge_cold(r: _Round, failed: np.ndarray) -> None:
         # the narrower shard is retired: fewer keys change owner
         into, gone = (x, y) if r.shard_width[x] >= r.shard_width[y] else (y, x)
         if r.shard_width[gone] > r.budget_left():
-            r.skip("movement budget exhausted")
+            r.skip(r.budget_reason())
             continue
         load = float(r.shard_upper[gone])
         r.record(
