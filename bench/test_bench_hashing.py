@@ -60,29 +60,29 @@ def test_peer_xxhash_list_to_array(benchmark):
 
 
 @pytest.mark.parametrize("n", [64, 1000, 40960], ids=lambda n: f"n={n}")
-@pytest.mark.benchmark(group="bucket-batch")
 def test_fastshard_jumpback_hash_many(benchmark, n):
+    benchmark.group = f"bucket-batch n={n}"
     out = benchmark(jumpback_hash_many, HASHES, n)
     assert int(out.max()) < n
 
 
 @pytest.mark.parametrize("n", [64, 1000, 40960], ids=lambda n: f"n={n}")
-@pytest.mark.benchmark(group="bucket-batch")
 def test_fastshard_jump_hash_many(benchmark, n):
+    benchmark.group = f"bucket-batch n={n}"
     out = benchmark(jump_hash_many, HASHES, n)
     assert int(out.max()) < n
 
 
 @pytest.mark.parametrize("n", [64, 1000], ids=lambda n: f"n={n}")
-@pytest.mark.benchmark(group="bucket-scalar")
 def test_fastshard_jumpback_hash(benchmark, n):
+    benchmark.group = f"bucket-scalar n={n}"
     out = benchmark(lambda: [jumpback_hash(h, n) for h in HASH_LIST])
     assert max(out) < n
 
 
 @pytest.mark.parametrize("n", [64, 1000], ids=lambda n: f"n={n}")
-@pytest.mark.benchmark(group="bucket-scalar")
 def test_peer_jump_hash(benchmark, n):
+    benchmark.group = f"bucket-scalar n={n}"
     jh = jump.hash
     out = benchmark(lambda: [jh(h, n) for h in HASH_LIST])
     assert max(out) < n
