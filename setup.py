@@ -45,6 +45,25 @@ def _looks_like_missing_compiler(exc: BaseException) -> bool:
     )
 
 
+def _stage_pxd_package() -> Path:
+    """Expose ``ext/*.pxd`` as the package ``fastshard`` on Cython's include path.
+
+    Cython finds a module's own ``.pxd`` (and resolves ``cimport fastshard._x``) by the
+    module's dotted name, i.e. ``fastshard/_x.pxd``. The kernels live flat in ``ext/``, so
+    we mirror their ``.pxd`` files into ``build/cython-include/fastshard/``.
+    """
+    root = HERE / "build" / "cython-include"
+    pkg = root / "fastshard"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.pxd").touch()
+    for pxd in EXT_DIR.glob("_*.pxd"):
+        target = pkg / pxd.name
+        text = pxd.read_text(encoding="utf-8")
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+    return root
+
+
 def _extensions():
     try:
         import numpy
@@ -56,6 +75,7 @@ def _extensions():
         ) from exc
     from setuptools import Extension
 
+    include_root = _stage_pxd_package()
     only = {n.strip() for n in os.environ.get("FASTSHARD_ONLY", "").split(",") if n.strip()}
     if sys.platform == "win32":
         cflags = ["/O2"]
@@ -77,7 +97,7 @@ def _extensions():
         )
     return cythonize(
         exts,
-        include_path=[str(EXT_DIR)],
+        include_path=[str(include_root), str(EXT_DIR)],
         language_level=3,
         compiler_directives={
             "boundscheck": False,
