@@ -532,6 +532,10 @@ cdef class Ring:
         ring._publish(owner, tuple(names), weights, slots, index)
         return ring
 
+    def __reduce__(self):
+        # pickling (multiprocessing, caches) goes through the validated state
+        return (_ring_from_state, (self.to_dict(),))
+
     def copy(self):
         """An independent ring with the same placement."""
         return Ring.from_dict(self.to_dict())
@@ -545,6 +549,10 @@ cdef class Ring:
                 and np.array_equal(self._table.owner, (<Ring>other)._table.owner))
 
     __hash__ = None
+
+
+def _ring_from_state(state):
+    return Ring.from_dict(state)
 
 
 cdef int _raise_empty() except -1:

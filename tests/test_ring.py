@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import pickle
 import threading
 import zlib
 
@@ -584,6 +585,14 @@ def test_from_dict_rejects_corrupt_state(mutate, message):
     mutate(state)
     with pytest.raises(InvalidValueError, match=message):
         Ring.from_dict(state)
+
+
+def test_pickle_round_trip():
+    ring = Ring(["a", "b", "c"], [1, 2, 3])
+    ring.remove("b")
+    clone = pickle.loads(pickle.dumps(ring))
+    assert clone == ring and clone is not ring
+    assert np.array_equal(clone.lookup_many(HASHES), ring.lookup_many(HASHES))
 
 
 def test_empty_ring_state_round_trip():
