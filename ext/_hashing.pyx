@@ -106,7 +106,7 @@ cdef int32_t _bucket_count_arg(object n) except -1:
     elif isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise InvalidTypeError(f"n must be an int bucket count, got {type(n).__name__}")
     else:
-        value = n if -1 <= n <= _MAX_BUCKETS + 1 else 0
+        value = n if 1 <= n <= _MAX_BUCKETS else 0
     if not 1 <= value <= _MAX_BUCKETS:
         raise InvalidValueError(f"n must be in [1, 2**31 - 1], got {n}")
     return <int32_t>value
