@@ -140,11 +140,23 @@ def test_hash_key_wrong_type_names_the_type(key):
         hash_key(key)
 
 
-def test_hash_key_accepts_str_and_bytes_subclasses():
+def test_hash_key_accepts_str_bytes_and_int_subclasses():
+    import enum
+
     class Name(str):
         pass
 
+    class Code(enum.IntEnum):
+        SEVEN = 7
+
     assert hash_key(Name("node")) == hash_key("node")
+    assert hash_key(Code.SEVEN) == hash_key(7)
+    assert hash_key(True) == hash_key(1)
+
+
+def test_hash_key_refuses_strings_that_have_no_utf8_form():
+    with pytest.raises(ValueError):  # UnicodeEncodeError: a lone surrogate is not UTF-8
+        hash_key("bad \ud800")
 
 
 @settings(max_examples=100, deadline=None)
