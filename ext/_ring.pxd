@@ -32,8 +32,12 @@ cdef class Ring:
     cdef list _weights              # node index -> weight as given (float)
     cdef list _slots                # node index -> ascending list of the slots it owns
     cdef readonly Py_ssize_t slots_per_node
+    cdef object _write_lock         # serialises changes; lookups never take it
 
     cdef Py_ssize_t _node_index(self, object node) except -1
+    cdef _add(self, object node, object weight)
+    cdef _remove(self, object node)
+    cdef _set_weight(self, object node, object weight)
     cdef _publish(self, object owner, tuple names, list weights, list slots, dict index)
 
 

@@ -10,6 +10,7 @@ import base64
 import heapq
 import math
 import numbers
+import threading
 import zlib
 
 from libc.stdint cimport uint64_t, int32_t
@@ -209,6 +210,9 @@ cdef class Ring:
     replay the same calls in the same order.
     """
 
+    def __cinit__(self):
+        self._write_lock = threading.Lock()
+
     def __init__(self, nodes=(), weights=None, *, slots_per_node=DEFAULT_SLOTS_PER_NODE):
         cdef Py_ssize_t spn = check_int("slots_per_node", slots_per_node, 1, MAX_SLOTS)
         if isinstance(nodes, (str, bytes)):
@@ -339,6 +343,21 @@ cdef class Ring:
 
     def add(self, node, weight=1.0):
         """Add ``node`` with ``weight`` (> 0, finite). Only keys moving onto it move."""
+        with self._write_lock:
+            self._add(node, weight)
+
+    def remove(self, node):
+        """Remove ``node`` (any node). Only the keys it owned move, spread over the others
+        in proportion to their weights."""
+        with self._write_lock:
+            self._remove(node)
+
+    def set_weight(self, node, weight):
+        """Change a node's weight. Keys move only onto it (heavier) or only off it (lighter)."""
+        with self._write_lock:
+            self._set_weight(node, weight)
+
+    cdef _add(self, object node, object weight):
         _check_name(node)
         cdef double w = _check_weight(weight)
         if node in self._index:
@@ -365,9 +384,7 @@ cdef class Ring:
         index[node] = n
         self._publish(owner, t.names + (node,), weights, slots, index)
 
-    def remove(self, node):
-        """Remove ``node`` (any node). Only the keys it owned move, spread over the others
-        in proportion to their weights."""
+    cdef _remove(self, object node):
         cdef Py_ssize_t idx = self._node_index(node)
         cdef RingTable t = self._table
         owner = t.owner.copy()
@@ -388,8 +405,7 @@ cdef class Ring:
         index = {name: i for i, name in enumerate(names)}
         self._publish(owner, names, weights, slots, index)
 
-    def set_weight(self, node, weight):
-        """Change a node's weight. Keys move only onto it (heavier) or only off it (lighter)."""
+    cdef _set_weight(self, object node, object weight):
         cdef Py_ssize_t idx = self._node_index(node)
         cdef double w = _check_weight(weight)
         cdef RingTable t = self._table

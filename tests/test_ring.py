@@ -449,6 +449,31 @@ def test_batch_lookup_is_safe_while_another_thread_changes_the_ring():
     assert not errors
 
 
+def test_concurrent_writers_do_not_lose_changes():
+    ring = Ring(["base"])
+    errors: list[BaseException] = []
+
+    def writer(prefix: str):
+        try:
+            for i in range(60):
+                ring.add(f"{prefix}{i}", 1 + i % 3)
+                if i % 3 == 2:
+                    ring.remove(f"{prefix}{i - 1}")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(ring) == 1 + 3 * 40
+    assert sum(ring.slot_counts) == ring.n_slots
+    counts = np.bincount(ring.table.owner, minlength=len(ring))
+    assert counts.tolist() == ring.slot_counts
+
+
 # ---------------------------------------------------------------------------------------
 # bad input leaves the ring unchanged
 # ---------------------------------------------------------------------------------------
