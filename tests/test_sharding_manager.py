@@ -86,14 +86,18 @@ def test_overload_is_shed_to_a_neighbour_with_room_before_splitting():
 
 def test_key_sample_puts_the_cut_between_real_keys():
     m = ShardMap(1)
-    mgr = ShardManager(m, capacity=100.0)
+    mgr = ShardManager(m, capacity=100.0, config=PlannerConfig(max_move_fraction=0.3))
     # two heavy keys at the top of the range: a uniform guess would cut far too little
     hashes = np.array([10, 2**63, 2**64 - 20, 2**64 - 10], dtype=np.uint64)
     loads = np.array([10.0, 10.0, 40.0, 40.0])
-    plan = mgr.adjust_sharding(LoadForecast(1, np.array([100.0]), key_hashes=hashes, key_load=loads))
-    [a] = plan.actions
+    fc = LoadForecast(1, np.array([100.0]), key_hashes=hashes, key_load=loads)
+    [a] = mgr.adjust_sharding(fc).actions
     assert a.kind == "split" and a.start == 2**64 - 10 and a.end == HASH_SPACE
     assert a.moved_load == pytest.approx(40.0)
+    assert a.moved_fraction == pytest.approx(0.25)  # 1 of 4 sampled keys, not 1e-18 of the space
+    # with the default budget (9% of keys) moving one key in four is not allowed
+    plan = ShardManager(m, capacity=100.0).adjust_sharding(fc)
+    assert not plan and plan.skipped.get("movement budget exhausted")
 
 
 def test_hot_key_is_isolated_in_one_round():

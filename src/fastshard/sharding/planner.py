@@ -175,6 +175,7 @@ class _Round:
         self.n_shards = m
         self.sample: tuple[np.ndarray, np.ndarray] | None = None  # sorted hashes, cumulative load
         self.budgeted = 0  # actions that count against max_actions
+        self.sample_keys: np.ndarray | None = None  # sorted distinct sampled key hashes
 
     def slices_of(self, s: int) -> np.ndarray:
         return self._order[self._bounds[s] : self._bounds[s + 1]]
@@ -196,6 +197,22 @@ class _Round:
         if self.budgeted >= self.cfg.max_actions:
             return 0.0
         return self.cfg.max_move_fraction - self.moved_fraction
+
+    def key_share(self, lo: int, hi: int) -> float:
+        """Estimated share of keys in ``[lo, hi)``: its share of the hash space, or of the
+        distinct sampled keys when a key sample says more (hashing is uniform only on
+        average; the budget must hold for the keys that exist)."""
+        width = (hi - lo) / HASH_SPACE
+        keys = self.sample_keys
+        if keys is None or not keys.size:
+            return width
+        a = int(np.searchsorted(keys, np.uint64(lo), side="left"))
+        b = int(np.searchsorted(keys, np.uint64(hi - 1), side="right"))
+        return max(width, (b - a) / keys.size)
+
+    def shard_key_share(self, s: int) -> float:
+        v = self.view
+        return sum(self.key_share(v.starts[i], v.ends[i]) for i in self.slices_of(s))
 
     def budget_reason(self) -> str:
         return "max_actions reached" if self.budgeted >= self.cfg.max_actions else "movement budget exhausted"
@@ -258,6 +275,7 @@ def plan_round(
         order = np.argsort(key_hashes, kind="stable")
         r.sample = (np.asarray(key_hashes, dtype=np.uint64)[order],
                     np.concatenate(([0.0], np.cumsum(np.asarray(key_load, dtype=np.float64)[order]))))
+        r.sample_keys = np.unique(r.sample[0])
     _drain_failed(r, np.asarray(failed, dtype=bool))
     if len(hot_hashes):
         hu = np.zeros(len(hot_hashes)) if hot_upper is None else np.asarray(hot_upper, dtype=np.float64)
@@ -416,6 +434,24 @@ def _edge_range(r: _Round, i: int, want: float, top: bool, *, whole_ok: bool = T
     if n < cut_n:  # the budget or the slice cut it short: scale the load estimate
         share *= n / cut_n
     lo_h, hi_h = (end - n, end) if top else (start, start + n)
+    keys = r.sample_keys
+    if keys is not None and keys.size and r.key_share(lo_h, hi_h) > r.budget_left():
+        # the sampled keys say this range holds more keys than the budget allows: keep only
+        # as many sampled keys as fit, nearest the edge
+        allowed = int(r.budget_left() * keys.size)
+        a = int(np.searchsorted(keys, np.uint64(lo_h), side="left"))
+        b = int(np.searchsorted(keys, np.uint64(hi_h - 1), side="right"))
+        if allowed < 1 or b - a < 1:
+            r.skip(r.budget_reason())
+            return None
+        if top:
+            new_lo = int(keys[b - allowed])
+            share *= (hi_h - new_lo) / (hi_h - lo_h)
+            lo_h = new_lo
+        else:
+            new_hi = int(keys[a + allowed - 1]) + 1
+            share *= (new_hi - lo_h) / (hi_h - lo_h)
+            hi_h = new_hi
     return lo_h, hi_h, ui * share
 
 
@@ -443,7 +479,7 @@ def _carve(r: _Round, s: int, excess: float, *, proactive: bool) -> float:
         r.record(
             Reassign(
                 cut, end, v.shards[s], new, v.nodes[node], "split",
-                moved_fraction=(end - cut) / HASH_SPACE,
+                moved_fraction=r.key_share(cut, end),
                 moved_load=load,
                 proactive=proactive,
                 reason=f"predicted at {r.shard_upper[s] / r.capacity[s]:.0%} of capacity",
@@ -481,7 +517,7 @@ def _shed_to_neighbour(r: _Round, s: int, excess: float, *, proactive: bool) -> 
     r.record(
         Reassign(
             lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
-            moved_fraction=(hi - lo) / HASH_SPACE,
+            moved_fraction=r.key_share(lo, hi),
             moved_load=load,
             proactive=proactive,
             reason=f"predicted at {r.shard_upper[s] / r.capacity[s]:.0%} of capacity; "
@@ -543,7 +579,7 @@ def _resize_imbalanced(r: _Round) -> None:
         r.record(
             Reassign(
                 lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
-                moved_fraction=(hi - lo) / HASH_SPACE,
+                moved_fraction=r.key_share(lo, hi),
                 moved_load=load,
                 reason=f"shard at {r.shard_upper[s] / mean:.2f}x the mean load",
             )
@@ -576,7 +612,8 @@ def _merge_cold(r: _Round, failed: np.ndarray) -> None:
             continue
         # the narrower shard is retired: fewer keys change owner
         into, gone = (x, y) if r.shard_width[x] >= r.shard_width[y] else (y, x)
-        if r.shard_width[gone] > r.budget_left():
+        share = r.shard_key_share(gone)
+        if share > r.budget_left():
             r.skip(r.budget_reason())
             continue
         load = float(r.shard_upper[gone])
@@ -584,7 +621,7 @@ def _merge_cold(r: _Round, failed: np.ndarray) -> None:
             Merge(
                 into=r.view.shards[into],
                 retired=r.view.shards[gone],
-                moved_fraction=float(r.shard_width[gone]),
+                moved_fraction=share,
                 moved_load=load,
                 proactive=False,
                 reason=f"neighbours predicted at {combined[k] / cap[k]:.0%} of capacity together",
@@ -608,7 +645,7 @@ def _move_between_nodes(r: _Round) -> None:
     for s in np.flatnonzero(r.view.shard_node == hi):
         s = int(s)
         load = float(r.shard_upper[s])
-        if r.changed[s] or r.cooling[s] or load <= 0 or r.shard_width[s] > r.budget_left():
+        if r.changed[s] or r.cooling[s] or load <= 0 or r.shard_key_share(s) > r.budget_left():
             continue
         after = max(nodes[hi] - load, nodes[lo] + load)
         if after < best_after - 1e-12 and load < gap:
@@ -622,7 +659,7 @@ def _move_between_nodes(r: _Round) -> None:
             shard=r.view.shards[best],
             from_node=r.view.nodes[hi],
             to_node=r.view.nodes[lo],
-            moved_fraction=float(r.shard_width[best]),
+            moved_fraction=r.shard_key_share(best),
             moved_load=load,
             reason=f"node {r.view.nodes[hi]} at {nodes[hi] / mean:.2f}x the mean node load",
         )
