@@ -48,9 +48,10 @@
  *         v &= ~(2^q)
  *     return 0
  *
- * (The published JumpBackHash spends its random bits differently; this variant follows the
- * same idea -- one coin per dyadic interval, walking back from n -- and its outputs are
- * specified above rather than bit-compatible with hash4j.)
+ * (The published JumpBackHash spends its random bits differently -- a seeded generator, and
+ * rejection sampling on [0, 2^(q+1)) in the top interval instead of the backward chain; this
+ * variant follows the same idea, one coin per dyadic interval walking back from n, and its
+ * outputs are specified above rather than bit-compatible with hash4j.)
  */
 #ifndef FS_JUMP_H
 #define FS_JUMP_H
