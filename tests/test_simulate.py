@@ -102,6 +102,7 @@ def test_hot_key_is_isolated_within_one_interval_by_dynamic_policies(result):
 def test_metrics_are_consistent(result):
     for r in result.runs:
         m = r.metrics
+        assert m["telemetry_rejected"] == 0  # every service report was binned
         assert 1.0 <= m["imbalance_p50"] <= m["imbalance_p99"]
         assert 0.0 <= m["overload_exposure"] < 1.0
         assert m["keys_moved_max"] <= 1.0

@@ -9,8 +9,9 @@ Each step of a run:
    backend and consumed through fenced consumers that lag behind (order and loss checks);
 3. each shard's backlog model feeds the :class:`HealthMonitor` (a failure is injected
    once, at ``fail_step``, on the busiest shard);
-4. the policy observes per-service volumes (the forecaster learns), plans against the
-   map, and the manager applies the plan (one epoch); moved keys and load are counted.
+4. services report their counts as telemetry records; the aggregator closes the step and
+   the policy observes its vector (the forecaster learns); the policy plans against the
+   map and the manager applies the plan (one epoch); moved keys and load are counted.
 
 All policies see the same counts (the workload is a pure function of seed and step).
 """
@@ -40,6 +41,7 @@ from fastshard.sharding import (
 )
 from fastshard.sharding.planner import MapView
 from fastshard.shardmap import ShardMap
+from fastshard.simulate.feed import TelemetryFeed
 from fastshard.simulate.metrics import OrderChecker, summarize
 from fastshard.simulate.workload import Workload
 
@@ -162,9 +164,13 @@ def run_policy(
     pc = policy.planner_config
     policy.planner_config = PlannerConfig(**{**asdict(pc), "max_shards": cfg.max_shards})
     manager = ShardManager(m, capacity, router=router, health=health, config=policy.planner_config)
+    # services report counts as telemetry records; closed steps feed the forecaster
+    feed = TelemetryFeed(workload.services)
+    history = workload.history[-cfg.warmup:] if cfg.warmup else workload.history[:0]
     if forecaster is not None:
-        for row in workload.history[-cfg.warmup:] if cfg.warmup else []:
-            policy.observe(row)
+        for k, row in enumerate(history):
+            policy.observe(feed.push(k, np.round(row)))
+    t_base = len(history)
     hashes, key_service = workload.hashes, workload.key_service
     T = workload.steps
     fail_step = int(0.8 * T) if cfg.fail_step == -1 else cfg.fail_step
@@ -250,7 +256,7 @@ def run_policy(
         order.step(t, counts, cfg.sample_messages)
         # telemetry -> forecasts -> plan
         service_volume = np.bincount(key_service, weights=counts, minlength=S)
-        policy.observe(service_volume)
+        policy.observe(feed.push(t_base + t, service_volume))
         per_service = np.maximum(service_volume[key_service], 1e-12)
         share_now = counts / per_service
         ewma = share_now if ewma is None else 0.7 * ewma + 0.3 * share_now
@@ -303,6 +309,7 @@ def run_policy(
     metrics = summarize(s_, capacity=capacity, mitigated=mitigated, proactive=proactive,
                         relief=relief, hot_latency=hot_latency, hot_active=hp > 0,
                         order=order, fences=router.fences.released)
+    metrics["telemetry_rejected"] = feed.rejected
     return PolicyRun(policy_name, metrics, {k: [float(x) for x in vals] for k, vals in s_.items()}, events)
 
 
