@@ -166,7 +166,7 @@ def _simulate(args: argparse.Namespace, source: str) -> int:
         result = simulate(workload, cfg, source=source, on_step=lambda p: progress.advance(tasks[p]))
     console.print(comparison_table(result))
     if args.markdown:
-        console.print(markdown_table(result), markup=False, highlight=False)
+        print(markdown_table(result))  # plain: meant to be pasted, never wrapped
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), default=_json_default), encoding="utf-8")
         console.print(f"result saved to {args.json}")
