@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fastshard import backends
 from fastshard.backends.memory import MemoryBackend
 from fastshard.errors import FastshardError, InvalidTypeError, InvalidValueError
-from fastshard.sharding import Plan, Reassign, Router, ShardManager
+from fastshard.sharding import Merge, Plan, Reassign, Router, ShardManager
 from fastshard.sharding.fence import SEQ_HEADER, DrainFence, FenceRegistry
 from fastshard.sharding.plan import HASH_SPACE
 from fastshard.sharding.router import hash_key, key_bytes
@@ -86,6 +86,27 @@ def test_consumer_of_new_shard_waits_until_old_shard_is_drained():
     old_c.ack(got)
     assert [x.value for x in new_c.poll()] == [b"alice:1"]
     assert router.fences.active() == []
+
+
+def test_a_range_moved_twice_still_waits_for_its_first_owner():
+    """Regression (found by the interleaving property): publish k on s1, merge s1 into s0
+    (k's range now waits for s1), isolate k out of s0 before anything was consumed. The new
+    shard must wait for s1, not only for s0 (which never received k)."""
+    backend, m, router, manager = _setup()
+    first = router.publish("k0", b"k0:0")
+    other = next(s for s in m.shards if s != first.shard)
+    manager.apply(Plan(None, m.epoch, (Merge(other, first.shard, 0.0, 0.0),)))
+    h = hash_key("k0")
+    manager.apply(Plan(None, m.epoch, (Reassign(h, h + 1, other, "hot", "n0", "isolate", 0.0, 0.0),)))
+    second = router.publish("k0", b"k0:1")
+    assert second.shard == "hot"
+    hot = router.consumer("hot")
+    assert hot.poll() == []
+    old = router.consumer(first.queue)
+    got = old.poll()
+    assert [x.value for x in got] == [b"k0:0"]
+    old.ack(got)
+    assert [x.value for x in hot.poll()] == [b"k0:1"]
 
 
 def test_fence_does_not_hold_other_ranges_or_older_epochs():

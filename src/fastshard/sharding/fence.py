@@ -12,9 +12,14 @@ header), not backend ids, so the rule is the same for a Redis stream id, a Kafka
 a RabbitMQ delivery tag. A publish that failed settles its number at once (it will never
 be acked), so a failed send cannot wedge a fence.
 
-Why this cannot deadlock: a fence installed at epoch e waits only for messages on A with
-numbers <= mark, all routed under epochs < e; those can be held only by fences installed
-before e. Following the chain strictly decreases the epoch, so it ends.
+Chains: if the range was itself still waiting to arrive on A (an active fence X -> A
+covers it), the new fence A -> B also waits for X up to that fence's mark, so a range moved
+twice in quick succession cannot overtake its own oldest messages (found by the hypothesis
+test: publish, merge into A, isolate the key out of A, publish again).
+
+Why this cannot deadlock: a fence installed at epoch e waits only for messages routed under
+epochs < e; those can be held only by fences installed before e. Following the chain
+strictly decreases the epoch, so it ends.
 """
 
 from __future__ import annotations
@@ -86,13 +91,26 @@ class FenceRegistry:
             return self._last_seq.get(queue, 0)
 
     def install(self, fences: list[DrainFence]) -> None:
-        """Add fences (the router calls this while producers are paused)."""
+        """Add fences (the router calls this while producers are paused).
+
+        A range may still be waiting to reach its old queue A: an active fence into A covers
+        it, and its messages sit on that fence's old queue X. The new owner must wait for X
+        too, so each new fence A -> B inherits, for the overlap, every active fence X -> A.
+        """
         with self._lock:
+            before = {q: list(fs) for q, fs in self._fences.items()}
             for f in fences:
-                if self._is_settled(f.old_queue, f.mark):
-                    self.released += 1
-                    continue
-                self._fences.setdefault(f.new_queue, []).append(f)
+                inherited = [
+                    DrainFence(max(f.start, g.start), min(f.end, g.end), g.old_queue, f.new_queue,
+                               g.mark, f.epoch)
+                    for g in before.get(f.old_queue, ())
+                    if g.start < f.end and f.start < g.end
+                ]
+                for x in (f, *inherited):
+                    if self._is_settled(x.old_queue, x.mark):
+                        self.released += 1
+                    else:
+                        self._fences.setdefault(x.new_queue, []).append(x)
 
     # ------------------------------------------------------------------ consumer side
     def settle(self, queue: str, seqs: list[int]) -> None:

@@ -291,12 +291,10 @@ class ShardManager:
             router = svc.router
             if router is not None:
                 with router.resharding(), m.batch():
-                    for a in plan.actions:
-                        a.apply_to(m)
+                    _apply_actions(plan.actions, m)
             else:
                 with m.batch():
-                    for a in plan.actions:
-                        a.apply_to(m)
+                    _apply_actions(plan.actions, m)
         except BaseException:
             for q in created:  # the map change did not happen: take the new queues back
                 try:
@@ -340,6 +338,13 @@ class ShardManager:
             if self.backend is not None else None
         self._services[act.message_type] = _Service(m, router)
         return int(m.epoch)
+
+
+def _apply_actions(actions: Sequence[Action], shard_map: Any) -> None:
+    for a in actions:
+        if isinstance(a, CreateService):
+            raise InvalidValueError("a CreateService action must be the only action of its plan")
+        a.apply_to(shard_map)
 
 
 def _touched(action: Action) -> tuple[str, ...]:

@@ -304,13 +304,13 @@ def _neighbours(r: _Round, s: int) -> list[tuple[int, int, int]]:
 
 
 def _drain_failed(r: _Round, failed: np.ndarray) -> None:
-    for s in np.flatnonzero(failed):
-        s = int(s)
+    for s_idx in np.flatnonzero(failed):
+        s = int(s_idx)
         healthy = {t for _, _, t in _neighbours(r, s) if not failed[t] and not r.changed[t]}
         if not healthy:
             r.skip("failed shard without a healthy neighbour")
             continue
-        into = min(healthy, key=lambda t: (r.shard_upper[t] / max(r.capacity[t], 1e-12), t))
+        into = min(healthy, key=lambda t: (float(r.shard_upper[t]) / max(float(r.capacity[t]), 1e-12), t))
         r.record(
             Merge(
                 into=r.view.shards[into],
@@ -540,8 +540,8 @@ def _resize_imbalanced(r: _Round) -> None:
     hot = np.flatnonzero(r.shard_upper > (1 + tol) * mean)
     v = r.view
     # cold candidates, coldest first; each takes part once per round, so one pointer walks it
-    cold = np.flatnonzero((r.shard_upper < mean) & (r.capacity > 0))
-    cold = [int(c) for c in cold[np.argsort(r.shard_upper[cold], kind="stable")]]
+    cold_idx = np.flatnonzero((r.shard_upper < mean) & (r.capacity > 0))
+    cold = [int(c) for c in cold_idx[np.argsort(r.shard_upper[cold_idx], kind="stable")]]
     pos = 0
     for s in hot[np.argsort(-r.shard_upper[hot], kind="stable")]:
         s = int(s)
@@ -642,12 +642,12 @@ def _move_between_nodes(r: _Round) -> None:
         return
     gap = float(nodes[hi] - nodes[lo])
     best, best_after = -1, float(nodes[hi])
-    for s in np.flatnonzero(r.view.shard_node == hi):
-        s = int(s)
+    for s_idx in np.flatnonzero(r.view.shard_node == hi):
+        s = int(s_idx)
         load = float(r.shard_upper[s])
         if r.changed[s] or r.cooling[s] or load <= 0 or r.shard_key_share(s) > r.budget_left():
             continue
-        after = max(nodes[hi] - load, nodes[lo] + load)
+        after = float(max(nodes[hi] - load, nodes[lo] + load))
         if after < best_after - 1e-12 and load < gap:
             best, best_after = s, after
     if best < 0:

@@ -177,7 +177,7 @@ def run_policy(
     ewma = None
     backlog: dict[str, float] = {}
     order = OrderChecker(router, workload.key_names, cfg.consume_per_step)
-    s_ = {k: [] for k in ("imbalance", "imbalance_floor", "mean_util", "overload", "total", "shards", "util_max", "util_p90",
+    s_: dict[str, list[float]] = {k: [] for k in ("imbalance", "imbalance_floor", "mean_util", "overload", "total", "shards", "util_max", "util_p90",
                           "util_p50", "util_min", "predicted", "predicted_upper", "keys_moved", "drain_moved",
                           "plan_ms", *EVENT_KINDS)}
     events: list[tuple[int, str, str]] = []
@@ -272,19 +272,20 @@ def run_policy(
             predicted_next = (float(np.nansum(p1)), float(np.nansum(u1)))
         s_["plan_ms"].append(plan.planning_seconds * 1000.0)
         before_owner = _owners(v, sidx)
-        for a in plan.actions:
-            kind = action_kind(a)
-            events.append((t, kind, _describe(a)))
-            if getattr(a, "proactive", False) and isinstance(a, Reassign):
+        for act in plan.actions:
+            kind = action_kind(act)
+            events.append((t, kind, _describe(act)))
+            if getattr(act, "proactive", False) and isinstance(act, Reassign):
                 proactive["actions"] += 1
-                rng_ = [(v.starts[i], v.ends[i]) for i in np.flatnonzero(v.slice_shard == v.shards.index(a.from_shard))]
+                own = np.flatnonzero(v.slice_shard == v.shards.index(act.from_shard))
+                rng_ = [(v.starts[i], v.ends[i]) for i in own]
                 pending_checks.append({"ranges": rng_, "peak": 0.0, "until": t + cfg.horizon,
                                        "threshold": pc.high_water * capacity})
         relief[0] += plan.relief_load
         relief[1] += plan.min_load_needed
         manager.apply(plan)
-        for k in EVENT_KINDS:
-            s_[k].append(plan.count(k))
+        for ev in EVENT_KINDS:
+            s_[ev].append(plan.count(ev))
         if plan.actions:
             v2 = MapView.from_map(m)
             after_owner = _owners(v2, v2.slice_of_hash(hashes))
@@ -294,10 +295,10 @@ def run_policy(
             s_["keys_moved"].append(0.0 if drained else moved)
             s_["drain_moved"].append(moved if drained else 0.0)
             # a merged or drained shard's modelled backlog goes where its keys went
-            for a in plan.actions:
-                if isinstance(a, Merge):
-                    gone = backlog.pop(router.queue_of(a.retired), 0.0)
-                    into = router.queue_of(a.into)
+            for act in plan.actions:
+                if isinstance(act, Merge):
+                    gone = backlog.pop(router.queue_of(act.retired), 0.0)
+                    into = router.queue_of(act.into)
                     backlog[into] = backlog.get(into, 0.0) + gone
         else:
             s_["keys_moved"].append(0.0)

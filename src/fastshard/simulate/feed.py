@@ -37,6 +37,6 @@ class TelemetryFeed:
         closed = self.aggregator.close_steps(start + STEP_SECONDS + self.aggregator.grace + 1.0)
         if len(closed) != 1:
             raise InvalidValueError(f"telemetry step {t} closed {len(closed)} steps, expected 1")
-        _, vector = closed[0]
+        vector = closed[0][1]
         idx = [self.aggregator.index_of((s, MESSAGE_TYPE)) for s in self.services]
         return np.nan_to_num(vector[idx], nan=0.0)
