@@ -97,7 +97,8 @@ class ShardManager:
     ``capacity``: load one shard can carry per interval — a number for every shard, a
     mapping ``{shard: capacity}`` (shards not named get ``default_capacity``), or a callable
     ``shard -> capacity``. ``health`` (a :class:`~fastshard.sharding.health.HealthMonitor`)
-    scales capacity by shard health; a failed shard is drained into a neighbour.
+    scales capacity by shard health; a failed shard is drained into a neighbour. ``store``
+    (a ``ShardMapStore``) makes every apply a compare-and-set on the shared map first.
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class ShardManager:
         health: Any = None,
         default_capacity: float | None = None,
         queue_prefix: str = "fs",
+        store: Any = None,
     ) -> None:
         self.config = config or PlannerConfig()
         if not isinstance(self.config, PlannerConfig):
@@ -140,6 +142,9 @@ class ShardManager:
             backend = router.backend
         self.backend = backend
         self.health = health
+        #: a fastshard.shardmap_store.ShardMapStore: when set, every apply is first published
+        #: with compare-and-set (epoch N -> N+1), so of several managers only one wins a round
+        self.store = store
         self.queue_prefix = queue_prefix
         self.round = 0
         self._services: dict[str | None, _Service] = {None: _Service(shard_map, router)}
@@ -281,6 +286,17 @@ class ShardManager:
             return m.epoch
         before = set(m.shards)
         new_shards = sorted({a.to_shard for a in plan.actions if isinstance(a, Reassign)} - before)
+        if self.store is not None and plan.message_type is None:
+            # build the next epoch on a copy and publish it first: a lost compare-and-set
+            # changes nothing here (the caller reloads, re-plans and retries)
+            candidate = m.copy()
+            with candidate.batch():
+                _apply_actions(plan.actions, candidate)
+            if not self.store.publish(candidate, m.epoch):
+                raise EpochConflictError(
+                    f"another manager published epoch {m.epoch + 1} of shard map {m.name!r} "
+                    "first; reload it (ShardMapStore.refresh), re-plan and apply again"
+                )
         created: list[str] = []
         try:
             if self.backend is not None:

@@ -236,7 +236,9 @@ class Router:
         if epoch <= self._map.epoch or self.store is None:
             return False
         with self.resharding():
-            newer = self.store.refresh(self._map)
+            ensure = getattr(self.store, "ensure_epoch", None)
+            # the message proves the epoch exists: wait briefly for it to become readable
+            newer = ensure(self._map, epoch) if ensure is not None else self.store.refresh(self._map)
             if newer is not self._map:
                 self._map = newer
                 self._queue_cache.clear()
