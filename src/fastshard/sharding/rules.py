@@ -189,7 +189,6 @@ def isolate_hot_keys(r: Round, hot_hashes: Sequence[int], hot_upper: np.ndarray)
                 reason=f"one key predicted at {load:.1f} = {load / r.capacity[s]:.0%} of its shard's capacity",
             )
         )
-        # the shard's remaining load moves on it? no: only the key left, the shard stays
         r.changed[s] = True
         r.shift_load(s, -1, load, node)
         r.n_shards += 1
