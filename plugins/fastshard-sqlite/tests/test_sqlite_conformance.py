@@ -1,5 +1,9 @@
 """The SQLite example backend passes the shared conformance suite, and survives a reopen."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from fastshard import backends
@@ -32,21 +36,23 @@ def test_state_survives_reopening_the_file(tmp_path):
     assert again.lease_info("host-1").token == token
 
 
-def test_counters_are_atomic_across_processes(tmp_path):
-    import multiprocessing as mp
+_BUMP = """
+import json, sys
+from fastshard_sqlite import SqliteBackend
+b = SqliteBackend(sys.argv[1])
+print(json.dumps([b.counter_add("shared", 1) for _ in range(int(sys.argv[2]))]))
+b.close()
+"""
 
+
+def test_counters_are_atomic_across_processes(tmp_path):
     path = str(tmp_path / "fs.db")
     SqliteBackend(path).close()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(3) as pool:
-        ends = pool.starmap(_bump, [(path, 40)] * 3)
-    flat = sorted(v for chunk in ends for v in chunk)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BUMP, path, "40"], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    flat = sorted(v for out in outs for v in json.loads(out))
     assert flat == list(range(1, 121)), "every fetch-add across processes returns a distinct value"
-
-
-def _bump(path, n):
-    b = SqliteBackend(path)
-    try:
-        return [b.counter_add("shared", 1) for _ in range(n)]
-    finally:
-        b.close()
