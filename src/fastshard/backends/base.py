@@ -34,6 +34,11 @@ from fastshard.errors import (
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$")
 MAX_KEY_BYTES = 64 * 1024
+_MAX_EPOCH = 2**63 - 1
+# queue names that passed validate_name (exact str only), so publish re-checks them by a set
+# lookup; bounded so a stream of one-off names cannot grow it without limit
+_valid_queue_names: set[str] = set()
+_VALID_NAME_CACHE = 65536
 
 #: the operation families a backend may offer (see ``Backend.capabilities``)
 QUEUES, KV, COUNTERS, LEASES = "queues", "kv", "counters", "leases"
@@ -140,6 +145,13 @@ def _as_bytes(field_name: str, value: Any) -> bytes:
 def _validate_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     if headers is None:
         return {}
+    if type(headers) is dict:
+        # one pass over exact types; a copy, so the caller may reuse or change its dict
+        for k, v in headers.items():
+            if type(k) is not str or type(v) is not str:
+                break
+        else:
+            return headers.copy()
     if not isinstance(headers, Mapping):
         raise InvalidTypeError(f"headers must be a mapping of str to str, got {type(headers).__name__}")
     out: dict[str, str] = {}
@@ -226,28 +238,49 @@ class Backend(abc.ABC):
         epoch: int = 0,
     ) -> list[str]:
         """Append messages in order; all are validated before any is sent."""
-        self._require(QUEUES)
-        validate_name("queue", queue)
+        if QUEUES not in self.capabilities:
+            self._require(QUEUES)
+        # The publish path runs once per message for routed single publishes, so the common
+        # case (a name seen before, str headers, an int epoch, (bytes, bytes) pairs under the
+        # limits) is checked with exact-type tests in one pass; anything else takes the full
+        # checks below, which raise the same errors as always.
+        if type(queue) is not str or queue not in _valid_queue_names:
+            validate_name("queue", queue)
+            if type(queue) is str and len(_valid_queue_names) < _VALID_NAME_CACHE:
+                _valid_queue_names.add(queue)
         hdrs = _validate_headers(headers)
-        check_int("epoch", epoch, 0, 2**63 - 1)
+        if type(epoch) is not int or not 0 <= epoch <= _MAX_EPOCH:
+            epoch = check_int("epoch", epoch, 0, _MAX_EPOCH)
+        max_value = self.max_message_bytes
         batch: list[tuple[bytes, bytes]] = []
-        for i, item in enumerate(items):
-            try:
+        append = batch.append
+        for item in items:
+            if type(item) is tuple and len(item) == 2:
                 k, v = item
-            except (TypeError, ValueError):
-                raise InvalidTypeError(f"items[{i}] must be a (key, value) pair") from None
-            kb, vb = _as_bytes("key", k), _as_bytes("value", v)
-            if len(kb) > MAX_KEY_BYTES:
-                raise InvalidValueError(f"key must be at most {MAX_KEY_BYTES} bytes, got {len(kb)}")
-            if len(vb) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"value must be at most {self.max_message_bytes} bytes for backend "
-                    f"{self.name!r}, got {len(vb)}"
-                )
-            batch.append((kb, vb))
+                if (type(k) is bytes and type(v) is bytes
+                        and len(k) <= MAX_KEY_BYTES and len(v) <= max_value):
+                    append(item)
+                    continue
+            append(self._checked_item(len(batch), item, max_value))
         if not batch:
             return []
         return self._publish_batch(queue, batch, hdrs, epoch)
+
+    def _checked_item(self, i: int, item: Any, max_value: int) -> tuple[bytes, bytes]:
+        """``items[i]`` as a (key bytes, value bytes) pair, or the error naming what is wrong."""
+        try:
+            k, v = item
+        except (TypeError, ValueError):
+            raise InvalidTypeError(f"items[{i}] must be a (key, value) pair") from None
+        kb, vb = _as_bytes("key", k), _as_bytes("value", v)
+        if len(kb) > MAX_KEY_BYTES:
+            raise InvalidValueError(f"key must be at most {MAX_KEY_BYTES} bytes, got {len(kb)}")
+        if len(vb) > max_value:
+            raise MessageTooLargeError(
+                f"value must be at most {max_value} bytes for backend "
+                f"{self.name!r}, got {len(vb)}"
+            )
+        return kb, vb
 
     def consume(
         self,

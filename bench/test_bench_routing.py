@@ -1,0 +1,357 @@
+"""Routed publish through fastshard vs the raw client, per backend, in the same run.
+
+``routed-publish-<backend>``: N keyed messages, one at a time, each confirmed before the
+next (what :meth:`fastshard.sharding.Router.publish` promises: it returns the message id).
+
+* fastshard: ``Router(ShardMap(8), backend).publish(key, value)`` — key hash, shard-map
+  lookup, the router's gate and sequence number, the ``fs-seq``/``fs-hash`` headers, the
+  base class's validation, then the backend's confirmed publish with the epoch.
+* raw: the backend's own client library publishing the same key and value, confirmed one by
+  one, to the same partition / queue / stream, which was computed before the clock started.
+
+  ========== ========================================================================
+  Kafka      ``Producer.produce(topic, key, value, partition)`` + ``flush()`` (mock cluster,
+             same producer settings: idempotent, acks=all, linger.ms=1)
+  RabbitMQ   pika ``basic_publish`` on a confirm channel, persistent and mandatory
+  Redis      redis-py ``XADD`` to the same stream
+  PostgreSQL psycopg ``INSERT`` of (queue, key, value, epoch) into a table, autocommit
+  ========== ========================================================================
+
+``epoch-change-<backend>``: the latency from "a writer publishes epoch N+1 through its own
+backend client" to "a router in another client routes a key under N+1": ``ShardMapStore``
+publish (versioned CAS + notify) -> ``ShardMapWatcher.poll`` in the second client wakes and
+loads the map -> ``shard_for`` on it. Peer: the raw client writing a value and notifying,
+the other client receiving the notification and reading the value back.
+
+    .venv/bin/pytest bench/test_bench_routing.py --benchmark-group-by=group \
+        --benchmark-columns=median,iqr,rounds
+    .venv/bin/pytest bench/test_bench_routing.py --benchmark-disable      # quick mode (CI)
+
+Each backend's cases skip when its plugin or server is missing (and fail under CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fastshard.sharding.router import Router, key_bytes
+from fastshard.shardmap import ShardMap
+from fastshard.shardmap_store import ShardMapStore
+from fastshard.testing.servers import require_server
+
+N_MESSAGES = 200
+SHARDS = 8
+VALUE = b"x" * 100
+KEYS = [key_bytes(f"user-{i % 97}") for i in range(N_MESSAGES)]
+REDIS_URL = os.environ.get("FASTSHARD_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_DSN = os.environ.get("FASTSHARD_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _map() -> ShardMap:
+    return ShardMap(SHARDS, ["n0", "n1"], name=f"b{uuid.uuid4().hex[:6]}")
+
+
+def _targets(router: Router) -> list[tuple[str, bytes]]:
+    """(queue, key) per message, computed outside the timed region for the raw client."""
+    return [(router.queue_of(router.route(k)), k) for k in KEYS]
+
+
+def _routed(router: Router) -> Callable[[], int]:
+    publish = router.publish
+
+    def run() -> int:
+        for k in KEYS:
+            publish(k, VALUE)
+        return len(KEYS)
+
+    return run
+
+
+# ---------------------------------------------------------------------------- Kafka
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[Any]:
+    pytest.importorskip("fastshard_kafka", reason="fastshard-kafka plugin not installed")
+    from fastshard_kafka import KafkaBackend
+    from fastshard_kafka.testing import MockCluster
+
+    with MockCluster(3) as cluster:
+        backend = KafkaBackend(cluster.bootstrap_servers, topic_manager=cluster, timeout=30.0)
+        router = Router(_map(), backend)  # creates one single-partition topic per shard
+        try:
+            yield cluster, backend, router
+        finally:
+            backend.close()
+
+
+@pytest.mark.benchmark(group="routed-publish-kafka")
+def test_kafka_routed_fastshard(benchmark: Any, kafka: Any) -> None:
+    _, _, router = kafka
+    assert benchmark(_routed(router)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-kafka")
+def test_kafka_routed_raw_confluent(benchmark: Any, kafka: Any) -> None:
+    from confluent_kafka import Producer
+
+    cluster, backend, router = kafka
+    producer = Producer({"bootstrap.servers": cluster.bootstrap_servers, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 1, "log_level": 3})
+    targets = [(*backend.topic_partition(q), k) for q, k in _targets(router)]
+    confirmed: list[int] = []
+
+    def report(err: Any, msg: Any) -> None:
+        assert err is None, err
+        confirmed.append(msg.offset())
+
+    def run() -> int:
+        for topic, p, k in targets:
+            producer.produce(topic, value=VALUE, key=k, partition=p, on_delivery=report)
+            producer.flush(30)
+        return len(targets)
+
+    assert benchmark(run) == N_MESSAGES
+    assert len(confirmed) % N_MESSAGES == 0
+
+
+# ---------------------------------------------------------------------------- RabbitMQ
+@pytest.fixture(scope="module")
+def rabbitmq() -> Iterator[Any]:
+    pytest.importorskip("fastshard_rabbitmq", reason="fastshard-rabbitmq plugin not installed")
+    require_server("RabbitMQ", "127.0.0.1", 5672)
+    from fastshard_rabbitmq import RabbitMQBackend
+
+    backend = RabbitMQBackend(prefix=f"bench{uuid.uuid4().hex[:8]}.")
+    router = Router(_map(), backend)
+    try:
+        yield backend, router
+    finally:
+        require_server("RabbitMQ management API", "127.0.0.1", 15672)
+        for q in router.live_queues():
+            backend.delete_queue(q)
+        backend.close()
+
+
+@pytest.mark.benchmark(group="routed-publish-rabbitmq")
+def test_rabbitmq_routed_fastshard(benchmark: Any, rabbitmq: Any) -> None:
+    _, router = rabbitmq
+    assert benchmark(_routed(router)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-rabbitmq")
+def test_rabbitmq_routed_raw_pika(benchmark: Any, rabbitmq: Any) -> None:
+    import pika
+
+    backend, router = rabbitmq
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    # the backend's exchange routes a fastshard queue name to its RabbitMQ queue; the key
+    # travels in a header, as AMQP has no message key
+    targets = _targets(router)
+    props = pika.BasicProperties
+
+    def run() -> int:
+        for q, k in targets:
+            ch.basic_publish(backend.exchange, q, VALUE, mandatory=True,
+                             properties=props(delivery_mode=2, headers={"k": k}))
+        return len(targets)
+
+    try:
+        assert benchmark(run) == N_MESSAGES
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- Redis
+def _require_redis() -> None:
+    from urllib.parse import urlparse
+
+    u = urlparse(REDIS_URL)
+    require_server("Redis", u.hostname or "127.0.0.1", u.port or 6379)
+
+
+@pytest.fixture(scope="module")
+def redis_env() -> Iterator[Any]:
+    fastshard_redis = pytest.importorskip("fastshard_redis", reason="fastshard-redis plugin not installed")
+    import redis
+
+    _require_redis()
+    ns = f"bench-{uuid.uuid4().hex[:8]}"
+    writer = fastshard_redis.RedisBackend(url=REDIS_URL, namespace=ns)
+    reader = fastshard_redis.RedisBackend(url=REDIS_URL, namespace=ns)
+    raw = redis.Redis.from_url(REDIS_URL)
+    try:
+        yield writer, reader, raw, ns
+    finally:
+        writer.drop_namespace()
+        for c in (writer, reader, raw):
+            c.close()
+
+
+@pytest.mark.benchmark(group="routed-publish-redis")
+def test_redis_routed_fastshard(benchmark: Any, redis_env: Any) -> None:
+    backend = redis_env[0]
+    router = Router(_map(), backend)
+    assert benchmark(_routed(router)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-redis")
+def test_redis_routed_raw_xadd(benchmark: Any, redis_env: Any) -> None:
+    backend, _, raw, _ = redis_env
+    router = Router(_map(), backend)
+    targets = [(backend.keys.stream(q), k) for q, k in _targets(router)]
+    xadd = raw.xadd
+
+    def run() -> int:
+        for stream, k in targets:
+            xadd(stream, {"k": k, "v": VALUE})
+        return len(targets)
+
+    assert benchmark(run) == N_MESSAGES
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+def _require_postgres() -> None:
+    import psycopg
+
+    info = psycopg.conninfo.conninfo_to_dict(PG_DSN)
+    require_server("PostgreSQL", str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
+
+
+@pytest.fixture(scope="module")
+def pg_env() -> Iterator[Any]:
+    fastshard_postgres = pytest.importorskip("fastshard_postgres", reason="fastshard-postgres plugin not installed")
+    import psycopg
+
+    _require_postgres()
+    schema = f"fs_bench_{uuid.uuid4().hex[:10]}"
+    writer = fastshard_postgres.PostgresBackend(dsn=PG_DSN, schema=schema)
+    reader = fastshard_postgres.PostgresBackend(dsn=PG_DSN, schema=schema)
+    raw = psycopg.connect(PG_DSN, autocommit=True)
+    raw.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # the backends create theirs lazily
+    raw.execute(f"CREATE TABLE {schema}.raw_messages (queue text NOT NULL, seq bigserial, "
+                "key bytea NOT NULL, value bytea NOT NULL, epoch bigint NOT NULL, "
+                "PRIMARY KEY (queue, seq))")
+    raw.execute(f"CREATE TABLE {schema}.raw_map (name text PRIMARY KEY, value bytea NOT NULL)")
+    raw.execute(f"INSERT INTO {schema}.raw_map VALUES ('m', 'epoch-0')")
+    try:
+        yield writer, reader, raw, schema
+    finally:
+        raw.close()
+        reader.close()
+        writer.drop_schema()
+        writer.close()
+
+
+@pytest.mark.benchmark(group="routed-publish-postgres")
+def test_postgres_routed_fastshard(benchmark: Any, pg_env: Any) -> None:
+    router = Router(_map(), pg_env[0])
+    assert benchmark(_routed(router)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-postgres")
+def test_postgres_routed_raw_psycopg(benchmark: Any, pg_env: Any) -> None:
+    backend, _, raw, schema = pg_env
+    targets = _targets(Router(_map(), backend))
+    sql = f"INSERT INTO {schema}.raw_messages (queue, key, value, epoch) VALUES (%s, %s, %s, 1)"
+    execute = raw.execute
+
+    def run() -> int:
+        for q, k in targets:
+            execute(sql, (q, k, VALUE))
+        return len(targets)
+
+    assert benchmark(run) == N_MESSAGES
+
+
+# ---------------------------------------------------------------------------- epoch change
+def _epoch_change_fastshard(benchmark: Any, writer: Any, reader: Any) -> None:
+    """Writer client publishes epoch N+1; the reader client's watcher learns it and routes."""
+    name = f"m{uuid.uuid4().hex[:6]}"
+    writer_map = ShardMap(SHARDS, ["n0", "n1"], name=name)
+    writer_store, reader_store = ShardMapStore(writer, name), ShardMapStore(reader, name)
+    assert writer_store.publish(writer_map, 0)
+    nodes = iter(range(1, 10**9))
+    with reader_store.watch(ShardMap.from_dict(writer_map.to_dict()), poll_interval=60.0) as watcher:
+
+        def change_and_route() -> int:
+            before = writer_map.epoch
+            writer_map.move("s0", f"n{next(nodes) % 2}")  # a new epoch (placement change)
+            assert writer_store.publish(writer_map, before)
+            newer = watcher.poll(timeout=5.0)
+            assert newer is not None and newer.epoch == writer_map.epoch
+            newer.shard_for(KEYS[0])
+            return newer.epoch
+
+        assert benchmark(change_and_route) >= 2
+
+
+@pytest.mark.benchmark(group="epoch-change-redis")
+def test_redis_epoch_change_fastshard(benchmark: Any, redis_env: Any) -> None:
+    _epoch_change_fastshard(benchmark, redis_env[0], redis_env[1])
+
+
+@pytest.mark.benchmark(group="epoch-change-redis")
+def test_redis_epoch_change_raw(benchmark: Any, redis_env: Any) -> None:
+    import redis
+
+    _, _, raw, ns = redis_env
+    other = redis.Redis.from_url(REDIS_URL)
+    key, channel = f"{ns}:raw-map", f"{ns}:raw-map-changed"
+    pubsub = other.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    while not pubsub.subscribed:
+        pubsub.get_message(timeout=0.1)
+    versions = iter(range(1, 10**9))
+
+    def change_and_read() -> bytes:
+        value = b"epoch-%d" % next(versions)
+        raw.set(key, value)
+        raw.publish(channel, value)
+        while pubsub.get_message(timeout=5.0) is None:
+            pass
+        got = other.get(key)
+        assert got == value
+        return got
+
+    try:
+        assert benchmark(change_and_read)
+    finally:
+        pubsub.close()
+        other.close()
+
+
+@pytest.mark.benchmark(group="epoch-change-postgres")
+def test_postgres_epoch_change_fastshard(benchmark: Any, pg_env: Any) -> None:
+    _epoch_change_fastshard(benchmark, pg_env[0], pg_env[1])
+
+
+@pytest.mark.benchmark(group="epoch-change-postgres")
+def test_postgres_epoch_change_raw(benchmark: Any, pg_env: Any) -> None:
+    import psycopg
+
+    _, _, raw, schema = pg_env
+    listener = psycopg.connect(PG_DSN, autocommit=True)
+    channel = f"{schema}_raw"
+    listener.execute(f"LISTEN {channel}")
+    versions = iter(range(1, 10**9))
+
+    def change_and_read() -> bytes:
+        value = b"epoch-%d" % next(versions)
+        raw.execute(f"UPDATE {schema}.raw_map SET value = %s WHERE name = 'm'", (value,))
+        raw.execute("SELECT pg_notify(%s, %s)", (channel, value.decode()))
+        note = next(listener.notifies(timeout=5.0, stop_after=1), None)
+        assert note is not None
+        got = listener.execute(f"SELECT value FROM {schema}.raw_map WHERE name = 'm'").fetchone()
+        assert got is not None and bytes(got[0]) == value
+        return bytes(got[0])
+
+    try:
+        assert benchmark(change_and_read)
+    finally:
+        listener.close()
