@@ -25,7 +25,10 @@ strictly decreases the epoch, so it ends.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from fastshard.backends.base import Message
 
 SEQ_HEADER = "fs-seq"
 HASH_HEADER = "fs-hash"
@@ -90,6 +93,10 @@ class FenceRegistry:
         with self._lock:
             return self._last_seq.get(queue, 0)
 
+    def publish_failed(self, queue: str, seq: int) -> None:
+        """``seq`` will never be acked: settle it so no fence waits for it."""
+        self.settle(queue, [seq])
+
     def install(self, fences: list[DrainFence]) -> None:
         """Add fences (the router calls this while producers are paused).
 
@@ -122,6 +129,10 @@ class FenceRegistry:
             for s in seqs:
                 st.add(s)
             self._release_locked()
+
+    def acked(self, queue: str, messages: Sequence[Message]) -> None:
+        """Settle the sequence numbers of acknowledged messages (may release fences)."""
+        self.settle(queue, [int(s) for m in messages if (s := m.headers.get(SEQ_HEADER)) is not None])
 
     def holds(self, queue: str, h: int, epoch: int) -> bool:
         fences = self._fences.get(queue)

@@ -10,10 +10,16 @@ merges and moves.
 
 A reshard takes the router's gate exclusively for the instant of the switch, so no message
 can be routed under the old epoch after the old queue's mark was taken.
+
+With ``fence_store`` (a :class:`~fastshard.sharding.fence_store.FenceStore`) the marks,
+the acknowledgements and the fences themselves live in the backend's key-value store, so
+producers and consumers in different processes fence each other; each message then also
+carries ``fs-prod``, its producer's id (see docs/sharding.md, "Fences across processes").
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +31,14 @@ import numpy as np
 from fastshard.backends.base import Backend, Message, validate_name
 from fastshard.errors import InvalidTypeError, InvalidValueError
 from fastshard.sharding.fence import HASH_HEADER, SEQ_HEADER, DrainFence, FenceRegistry
+from fastshard.sharding.fence_store import (
+    BARRIER_HEADER,
+    PRODUCER_HEADER,
+    FenceStore,
+    SharedFenceRegistry,
+)
+
+log = logging.getLogger(__name__)
 
 
 def hash_key(key: str | bytes | int) -> int:
@@ -119,8 +133,10 @@ class Router:
     ``route(key)`` only looks the key up; ``publish(key, value)`` routes and sends, stamping
     the epoch. One Router object should be shared by every producer and consumer thread of
     a process: the drain fences live in it. ``store`` (optional, a
-    ``fastshard.shardmap_store.ShardMapStore``) lets :meth:`observe_epoch` catch up with a
-    map published by another process.
+    ``fastshard.shardmap_store.ShardMapStore``) lets :meth:`observe_epoch` and :meth:`sync`
+    catch up with a map published by another process. ``fence_store`` shares the fences
+    with every other process routing the same map (``producer_id`` names this process's
+    producer; unique per process, a random one by default).
     """
 
     def __init__(
@@ -131,14 +147,26 @@ class Router:
         queue_prefix: str = "fs",
         store: Any = None,
         create_queues: bool = True,
+        fence_store: FenceStore | None = None,
+        producer_id: str | None = None,
     ) -> None:
         if not isinstance(queue_prefix, str) or not queue_prefix:
             raise InvalidValueError(f"queue_prefix must be a non-empty str, got {queue_prefix!r}")
+        if fence_store is not None:
+            if not isinstance(fence_store, FenceStore):
+                raise InvalidTypeError(f"fence_store must be a FenceStore, got {type(fence_store).__name__}")
+            if fence_store.map_name != shard_map.name:
+                raise InvalidValueError(
+                    f"fence_store is for map {fence_store.map_name!r}, the router routes {shard_map.name!r}")
+        elif producer_id is not None:
+            raise InvalidValueError("producer_id needs a fence_store (it names this process's marks)")
         self._map = shard_map
         self.backend = backend
         self.queue_prefix = queue_prefix
         self.store = store
-        self.fences = FenceRegistry()
+        self.fence_store = fence_store
+        self.fences: FenceRegistry | SharedFenceRegistry = (
+            FenceRegistry() if fence_store is None else SharedFenceRegistry(fence_store, producer_id))
         self._gate = _Gate()
         self._queue_cache: dict[str, str] = {}
         self.retired_queues: set[str] = set()
@@ -184,8 +212,12 @@ class Router:
         kb = key_bytes(key)
         h = hash_key(kb)
         hdrs = dict(headers or {})
+        shared = self.fence_store is not None
         with self._gate.shared():
             epoch = self._map.epoch
+            if shared:
+                self.fences.before_publish(epoch)  # type: ignore[union-attr]
+                hdrs[PRODUCER_HEADER] = self.fences.producer_id  # type: ignore[union-attr]
             shard = self._map.shard_for_hash(h)
             queue = self.queue_of(shard)
             seq = self.fences.next_seq(queue)
@@ -194,8 +226,8 @@ class Router:
             try:
                 mid = self.backend.publish(queue, kb, value, headers=hdrs, epoch=epoch)
             except BaseException:
-                # this number will never be acked: settle it so no fence waits for it
-                self.fences.settle(queue, [seq])
+                # this number will never be acked: settle (or void) it so no fence waits for it
+                self.fences.publish_failed(queue, seq)
                 raise
         return RoutedMessage(shard, queue, mid, epoch, seq)
 
@@ -212,9 +244,40 @@ class Router:
             yield
             if self._map.epoch == before:
                 return
-            self._install_fences(self._map.diff(before))
+            if isinstance(self.fences, SharedFenceRegistry):
+                self._switch_shared(before)
+            else:
+                self._install_fences(self._map.diff(before))
+
+    def _switch_shared(self, before: int) -> None:
+        after = int(self._map.epoch)
+        assert self.fence_store is not None and isinstance(self.fences, SharedFenceRegistry)
+        steps: list[tuple[int, list[tuple[int, int, str, str]]]] = []
+        for e in range(before + 1, after + 1):
+            if e == before + 1 == after:
+                moves = [(c.start, c.end, c.old_shard, c.new_shard) for c in self._map.diff(before)
+                         if c.old_shard is not None and c.new_shard is not None and c.old_shard != c.new_shard]
+            else:
+                rec = self.fence_store.read_record(e)
+                if rec is None:
+                    # a manager without FencedMapStore: the collapsed diff is the best we know
+                    log.warning("no fence record for epoch %d of map %r; using diff(%d)", e, self._map.name, e - 1)
+                    moves = [(c.start, c.end, c.old_shard, c.new_shard) for c in self._map.diff(e - 1)
+                             if c.old_shard is not None and c.new_shard is not None and c.old_shard != c.new_shard]
+                else:
+                    moves = rec
+            steps.append((e, [(a, b, self.queue_of(o), self.queue_of(n)) for a, b, o, n in moves]))
+        self.fences.switch(before, after, steps)
+        self._retire_gone_shards()
+
+    def _retire_gone_shards(self) -> None:
+        live = set(self._map.shards)
+        for shard in self._live_shards - live:
+            self.retired_queues.add(self.queue_of(shard))
+        self._live_shards = live
 
     def _install_fences(self, changes: Sequence[Any]) -> None:
+        assert isinstance(self.fences, FenceRegistry)
         fences: list[DrainFence] = []
         for c in changes:
             if c.old_shard is None or c.new_shard is None or c.old_shard == c.new_shard:
@@ -225,10 +288,7 @@ class Router:
                            self.fences.last_seq(old_q), int(c.epoch))
             )
         self.fences.install(fences)
-        live = set(self._map.shards)
-        for shard in self._live_shards - live:
-            self.retired_queues.add(self.queue_of(shard))
-        self._live_shards = live
+        self._retire_gone_shards()
 
     def observe_epoch(self, epoch: int) -> bool:
         """A message stamped with ``epoch`` was seen: refresh from the store first if it is
@@ -241,9 +301,17 @@ class Router:
             newer = ensure(self._map, epoch) if ensure is not None else self.store.refresh(self._map)
             if newer is not self._map:
                 self._map = newer
-                self._queue_cache.clear()
-                self._live_shards = set(newer.shards)
         return True
+
+    def sync(self) -> bool:
+        """Switch to the stored map if it is newer (producers call this now and then, or on a
+        watcher's notification). Returns True when the map changed."""
+        if self.store is None:
+            raise InvalidValueError("sync needs a store: Router(shard_map, backend, store=...)")
+        stored = self.store.epoch()
+        if stored <= self._map.epoch:
+            return False
+        return self.observe_epoch(stored)
 
     # ------------------------------------------------------------------ consuming
     def consumer(self, shard_or_queue: str, group: str = "fastshard", name: str = "c0") -> FencedConsumer:
@@ -289,7 +357,15 @@ class FencedConsumer:
         for m in backend.consume(self.queue, self.group, self.name, max_messages=max_messages, timeout=timeout):
             if m.id in self._open:
                 continue
+            if BARRIER_HEADER in m.headers:
+                # a dead producer's barrier: not a user message; record its final mark
+                if isinstance(self.router.fences, SharedFenceRegistry):
+                    self.router.fences.barrier_seen(self.queue, m)
+                backend.ack(self.queue, self.group, [m.id])
+                continue
             self._open.add(m.id)
+            if isinstance(self.router.fences, SharedFenceRegistry):
+                self.router.fences.seen(self.queue, m)
             if m.epoch:
                 self.router.observe_epoch(m.epoch)
             hs = m.headers.get(HASH_HEADER)
@@ -298,6 +374,8 @@ class FencedConsumer:
         keep: list[tuple[Message, int]] = []
         blocked: set[bytes] = set()
         fences = self.router.fences
+        if self._buffer and isinstance(fences, SharedFenceRegistry) and fences.pending_for(self.queue):
+            fences.refresh()
         for m, h in self._buffer:
             if m.key in blocked or fences.holds(self.queue, h, m.epoch):
                 blocked.add(m.key)
@@ -313,12 +391,10 @@ class FencedConsumer:
             return 0
         backend = self.router.backend
         assert backend is not None
+        # settle first: a crash between the two redelivers a processed message (allowed,
+        # delivery is at least once) but can never release a fence ahead of its messages
+        self.router.fences.acked(self.queue, messages)
         n = backend.ack(self.queue, self.group, [m.id for m in messages])
-        seqs = []
         for m in messages:
             self._open.discard(m.id)
-            s = m.headers.get(SEQ_HEADER)
-            if s is not None:
-                seqs.append(int(s))
-        self.router.fences.settle(self.queue, seqs)
         return n
