@@ -95,6 +95,9 @@ class _Delivery:
     def done(self) -> bool:
         return bool(self.errors) or len(self.offsets) >= self.expected
 
+    def ids(self) -> list[str]:
+        return list(map(str, self.offsets))
+
 
 @dataclass(slots=True)
 class _GroupState:
@@ -179,6 +182,7 @@ class KafkaBackend(Backend):
         self._lock = threading.Lock()
         self._groups: dict[tuple[str, str], _GroupState] = {}
         self._partition_counts: dict[str, int] = {}  # topic -> partitions, a cache
+        self._targets: dict[str, tuple[str, int]] = {}  # queue -> (topic, partition), checked
         self._meta_consumer: Consumer | None = None  # group-less, for watermark queries
         self._publishing = threading.local()  # publish_routed's per-thread pass (see there)
         self._closed = False
@@ -308,6 +312,7 @@ class KafkaBackend(Backend):
         self._topics.delete_topic(topic)
         with self._lock:
             self._partition_counts.pop(topic, None)
+            self._targets = {q: t for q, t in self._targets.items() if t[0] != topic}
             dropped = [k for k in self._groups if self.topic_partition(k[0])[0] == topic]
             states = [self._groups.pop(k) for k in dropped]
         for st in states:
@@ -332,10 +337,12 @@ class KafkaBackend(Backend):
     ) -> list[str]:
         staged = getattr(self._publishing, "staged", None)
         if staged is not None:  # inside publish_routed: validated now, produced all together later
-            self._require_partition(queue)
+            self._target(queue)
             staged.append((queue, batch, headers, epoch))
             return [""] * len(batch)
-        return self._confirm([self._produce(queue, batch, headers, epoch)])[0]
+        delivery = self._produce(queue, batch, headers, epoch)
+        self._confirm([delivery])
+        return delivery.ids()
 
     def publish_routed(
         self,
@@ -357,37 +364,70 @@ class KafkaBackend(Backend):
         finally:
             self._publishing.staged = None
         deliveries = [self._produce(*args) for args in staged]
-        ids = self._confirm(deliveries)
-        return {d.queue: i for d, i in zip(deliveries, ids, strict=True)}
+        self._confirm(deliveries)
+        return {d.queue: d.ids() for d in deliveries}
+
+    def _target(self, queue: str) -> tuple[str, int]:
+        """``(topic, partition)`` of an existing queue, remembered after the first check so a
+        publish does not parse the name and consult metadata every time."""
+        target = self._targets.get(queue)
+        if target is None:
+            target = self._require_partition(queue)
+            with self._lock:
+                self._targets[queue] = target
+        return target
 
     def _produce(self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str],
                  epoch: int) -> _Delivery:
-        topic, p = self._require_partition(queue)
+        topic, p = self._target(queue)
+        # one header list for the whole batch: librdkafka copies it into each message
         hdrs: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in headers.items()]
         hdrs.append((EPOCH_HEADER, str(epoch).encode()))
         delivery = _Delivery(queue, len(batch))
         produce, report = self._producer.produce, delivery.on_delivery
-        for key, value in batch:
-            while True:
-                try:
-                    produce(topic, value=value, key=key, partition=p, headers=hdrs, on_delivery=report)
-                    break
-                except BufferError:  # local queue full: serve delivery reports, then retry
-                    self._producer.poll(0.05)
-                except KafkaException as exc:
-                    raise BackendError(f"publishing to {queue!r} failed: {exc}") from exc
+        for i, (key, value) in enumerate(batch):
+            try:
+                produce(topic, value, key, p, on_delivery=report, headers=hdrs)
+            except BufferError:
+                self._produce_when_room(topic, p, key, value, hdrs, report)
+            except KafkaException as exc:
+                raise BackendError(
+                    f"publishing to {queue!r} failed after {i} of {len(batch)} messages were "
+                    f"handed to the producer: {exc}"
+                ) from exc
         return delivery
 
-    def _confirm(self, deliveries: list[_Delivery]) -> list[list[str]]:
+    def _produce_when_room(self, topic: str, p: int, key: bytes, value: bytes,
+                           hdrs: list[tuple[str, str | bytes | None]], report: Any) -> None:
+        """The producer's local queue is full: serve delivery reports until it takes the message."""
+        deadline = time.monotonic() + self.timeout + 5.0
+        while True:
+            self._producer.poll(0.05)
+            try:
+                self._producer.produce(topic, value, key, p, on_delivery=report, headers=hdrs)
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailableError(
+                        f"publishing to topic {topic!r}: the producer queue stayed full for "
+                        f"{self.timeout + 5.0}s"
+                    ) from None
+
+    def _confirm(self, deliveries: list[_Delivery]) -> None:
         """Wait for the delivery reports; the idempotent producer retries until message.timeout.ms."""
-        limit = self.timeout + 5.0
-        deadline = time.monotonic() + limit
-        while not all(d.done() for d in deliveries):
-            if time.monotonic() > deadline:
-                raise BackendUnavailableError(
-                    f"publishing to {deliveries[0].queue!r}: no delivery confirmation within {limit}s"
-                )
-            self._producer.flush(0.1)
+        flush = self._producer.flush
+        pending = [d for d in deliveries if not d.done()]
+        if pending:
+            limit = self.timeout + 5.0
+            deadline = time.monotonic() + limit
+            while pending:
+                # flush returns as soon as the local queue is empty, i.e. every report is in
+                flush(0.1)
+                pending = [d for d in pending if not d.done()]
+                if pending and time.monotonic() > deadline:
+                    raise BackendUnavailableError(
+                        f"publishing to {pending[0].queue!r}: no delivery confirmation within {limit}s"
+                    )
         for d in deliveries:
             if d.errors:
                 err = d.errors[0]
@@ -396,7 +436,6 @@ class KafkaBackend(Backend):
                     f"publishing to {d.queue!r} failed after {len(d.offsets)} of {d.expected} messages "
                     f"were confirmed: {err.str()}"
                 )
-        return [[str(o) for o in d.offsets] for d in deliveries]
 
     # ------------------------------------------------------------------ consuming
     def _state(self, queue: str, group: str) -> _GroupState:
