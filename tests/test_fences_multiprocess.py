@@ -5,6 +5,7 @@ the memory backend (several routers standing in for several processes)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -42,3 +43,100 @@ def test_processes_keep_order_on_postgres(tmp_path):
     finally:
         backends.get("postgres", **opts).drop_schema()
     assert r.ok and r.delivered == r.published == 900 and r.plans_applied >= 1
+
+
+# ------------------------------------------------------------------ protocol, in one process
+def _shared_setup(lease_ttl: float = 5.0):
+    from fastshard.backends.memory import MemoryBackend
+    from fastshard.sharding import Router, ShardManager
+    from fastshard.sharding.fence_store import FencedMapStore, FenceStore
+    from fastshard.shardmap import ShardMap
+    from fastshard.shardmap_store import ShardMapStore
+
+    backend = MemoryBackend()
+    m = ShardMap(2, ["n0", "n1"], name="mpt")
+    store = ShardMapStore(backend, "mpt")
+    assert store.publish(m, 0)
+    fences = FenceStore(backend, "mpt", lease_ttl=lease_ttl)
+
+    def router(pid=None):
+        return Router(store.load(), backend, store=store, fence_store=FenceStore(backend, "mpt", lease_ttl=lease_ttl),
+                      producer_id=pid, create_queues=False)
+
+    mgr_router = Router(m, backend, store=store, fence_store=fences)
+    manager = ShardManager(m, 1.0, router=mgr_router, store=FencedMapStore(store, fences))
+    return backend, m, router, manager
+
+
+def _move_plan(m, key):
+    from fastshard.sharding import Plan, Reassign
+    from fastshard.sharding.plan import HASH_SPACE
+    from fastshard.sharding.router import hash_key
+
+    h = hash_key(key)
+    sl = next(s for s in m.slices if s.start <= h < s.end)
+    return Plan(None, m.epoch, (Reassign(sl.start, sl.end, sl.shard, "moved", "n1", "split",
+                                         (sl.end - sl.start) / HASH_SPACE, 0.0),))
+
+
+def test_consumer_in_another_process_holds_moved_range_until_old_queue_acked():
+    backend, m, router, manager = _shared_setup()
+    p1, p2, consumer = router("p1"), router("p2"), router()
+    old = p1.publish("k", b"0")
+    p2.publish("k2", b"x")
+    backend.create_queue(p1.queue_of("moved"))
+    manager.apply(_move_plan(m, "k"))
+    assert m.epoch == 2 and manager.store.fences.read_record(2) is not None  # recorded before publish
+    p1.sync(), p2.sync()
+    new = p1.publish("k", b"1")
+    assert new.queue != old.queue and new.epoch == 2
+    on_new = consumer.consumer(new.queue)
+    assert on_new.poll() == [] and on_new.held == 1  # old queue not drained yet
+    on_old = consumer.consumer(old.queue)
+    got = on_old.poll()
+    assert b"0" in [x.value for x in got]
+    assert on_new.poll() == []  # delivered but not acked: still held
+    on_old.ack(got)
+    assert [x.value for x in on_new.poll()] == [b"1"]
+
+
+def test_producer_that_has_not_switched_blocks_until_it_does():
+    backend, m, router, manager = _shared_setup()
+    p1, lagging, consumer = router("p1"), router("lag"), router()
+    p1.publish("k", b"0")
+    lagging.publish("k", b"L0")  # registered at epoch 1
+    backend.create_queue(p1.queue_of("moved"))
+    manager.apply(_move_plan(m, "k"))
+    p1.sync()
+    new = p1.publish("k", b"1")
+    old_q = lagging.queue_of(m.diff(1)[0].old_shard)
+    lagging.publish("k", b"L1")  # still routed under epoch 1, to the old queue
+    on_old, on_new = consumer.consumer(old_q), consumer.consumer(new.queue)
+    on_old.ack(on_old.poll())
+    assert on_new.poll() == []  # "lag" has not written its mark for epoch 2
+    lagging.sync()  # switches: writes its mark (= its last seq on the old queue)
+    assert on_new.poll() == []
+    on_old.ack(on_old.poll())
+    time.sleep(0.02)  # shared fences are re-read at most every refresh_interval (10 ms)
+    assert [x.value for x in on_new.poll()] == [b"1"]
+
+
+def test_dead_producer_is_released_by_a_barrier_after_its_last_message():
+    backend, m, router, manager = _shared_setup(lease_ttl=0.2)
+    p1, dead, consumer = router("p1"), router("dead"), router()
+    dead.publish("k", b"D0")
+    old_q = dead.queue_of(m.shard_for("k"))
+    backend.create_queue(p1.queue_of("moved"))
+    manager.apply(_move_plan(m, "k"))
+    p1.sync()
+    new = p1.publish("k", b"1")
+    on_old, on_new = consumer.consumer(old_q), consumer.consumer(new.queue)
+    assert on_new.poll() == []
+    time.sleep(0.3)  # "dead" never switches; its lease lapses
+    assert on_new.poll() == []  # the barrier went out on the old queue
+    got = on_old.poll()
+    assert [x.value for x in got] == [b"D0"]  # the barrier itself is not delivered
+    assert on_new.poll() == []  # D0 seen but not acked
+    on_old.ack(got)
+    on_old.poll()  # reads the barrier: "dead"'s final mark is 1, settled
+    assert [x.value for x in on_new.poll()] == [b"1"]

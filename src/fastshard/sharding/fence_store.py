@@ -375,6 +375,7 @@ class SharedFenceRegistry:
                 by_p.setdefault(p, []).append(int(s))
         if by_p:
             self.store.settle(queue, by_p, {p: self._seen.get(queue, {}).get(p, 0) for p in by_p})
+            self._next_refresh = 0.0  # we just settled something: look again on the next poll
 
     def barrier_seen(self, queue: str, msg: Message) -> None:
         """A barrier for a dead producer reached ``queue``'s consumer: everything that producer
@@ -382,6 +383,7 @@ class SharedFenceRegistry:
         p = msg.headers[BARRIER_HEADER]
         seen = self._seen.get(queue, {}).get(p, 0)
         self.store.settle(queue, {}, {p: seen}, {p: seen})
+        self._next_refresh = 0.0
 
     def refresh(self, force: bool = False) -> None:
         """Release every fence whose old queue is settled for every producer (rate-limited)."""
