@@ -54,34 +54,69 @@ def shard_loads(m: ShardMap, per_slice: np.ndarray) -> dict[str, float]:
     return out
 
 
-def test_overloaded_shard_is_split_to_target_and_nothing_else_moves():
+def test_overloaded_shard_is_split_by_the_least_needed_and_nothing_else_moves():
     m = ShardMap(4, ["a", "b"])
     mgr = ShardManager(m, capacity=100.0)
-    # both neighbours of s1 are nearly full: the excess needs a new shard
-    plan = mgr.adjust_sharding(np.array([75.0, 95.0, 75.0, 10.0]))
+    # every other shard is nearly full: the excess needs a new shard
+    plan = mgr.adjust_sharding(np.array([75.0, 95.0, 75.0, 75.0]))
     splits = [a for a in plan.actions if a.kind == "split"]
     assert len(splits) == 1
     [a] = splits
-    assert a.from_shard == "s1" and a.moved_load == pytest.approx(15.0)  # 95 -> target 80
-    assert plan.min_load_needed == pytest.approx(10.0)  # 95 -> high water 85
-    assert a.moved_fraction == pytest.approx(0.25 * 15 / 95)
+    # 95 -> high water 85 is the least needed (10); shed_margin 0.25 adds 2.5
+    assert a.from_shard == "s1" and a.moved_load == pytest.approx(12.5)
+    assert plan.min_load_needed == pytest.approx(10.0)
+    assert plan.relief_load / plan.min_load_needed == pytest.approx(1.25)
+    assert a.moved_fraction == pytest.approx(0.25 * 12.5 / 95)
     epoch = mgr.apply(plan)
     assert epoch == 2 and m.epoch == 2
-    assert a.to_shard in m.shards and m.node_of(a.to_shard) == "b"  # least loaded node
+    assert a.to_shard in m.shards and m.node_of(a.to_shard) == "a"  # least loaded node (150 vs 170)
     [cut] = [s for s in m.slices if s.shard == a.to_shard]
     assert cut.end == HASH_SPACE // 2 and cut.start == a.start
 
 
-def test_overload_is_shed_to_a_neighbour_with_room_before_splitting():
+def test_overload_is_shed_to_the_coldest_shard_with_room_before_splitting():
     m = ShardMap(4, ["a", "b"])
     mgr = ShardManager(m, capacity=100.0)
-    plan = mgr.adjust_sharding(np.array([10.0, 95.0, 20.0, 10.0]))
+    # s3 is the coldest, though not adjacent to s1: it takes the excess, no new shard
+    plan = mgr.adjust_sharding(np.array([20.0, 95.0, 20.0, 5.0]))
     [a] = [x for x in plan.actions if x.from_shard == "s1"]
-    assert a.kind == "resize" and a.to_shard == "s0"  # s0 has the most room
-    assert a.start == HASH_SPACE // 4  # the bottom edge of s1, which touches s0
-    assert a.moved_load == pytest.approx(15.0)
+    assert a.kind == "resize" and a.to_shard == "s3"
+    assert a.moved_load == pytest.approx(12.5)
     mgr.apply(plan)
-    assert len(m.shards) == 4 and m.slices[0].end == a.end
+    assert len(m.shards) == 4
+    assert sum(s.end - s.start for s in m.slices if s.shard == "s3") == HASH_SPACE // 4 + (a.end - a.start)
+
+
+def test_upper_bound_guards_overload_but_the_point_forecast_sizes_the_move():
+    m = ShardMap(4, ["a", "b"])
+    mgr = ShardManager(m, capacity=100.0, config=PlannerConfig(imbalance_tolerance=None))
+    # expected 70 (under high water 85), upper bound 90 (under capacity): no action
+    fc = LoadForecast(1, np.array([40.0, 90.0, 40.0, 40.0]), point=np.array([35.0, 70.0, 35.0, 35.0]))
+    assert not mgr.adjust_sharding(fc)
+    # the upper bound crosses capacity itself: move what brings it back under capacity
+    fc = LoadForecast(1, np.array([40.0, 110.0, 40.0, 40.0]), point=np.array([35.0, 80.0, 35.0, 35.0]))
+    plan = mgr.adjust_sharding(fc)
+    assert plan.min_load_needed == pytest.approx(10.0)
+    assert plan.relief_load == pytest.approx(12.5)
+
+
+def test_rebalance_moves_single_heavy_keys_to_the_coldest_shard():
+    m = ShardMap(4, ["a", "b"])
+    mgr = ShardManager(m, capacity=1000.0, config=PlannerConfig(max_move_fraction=0.2, node_imbalance=None))
+    q = HASH_SPACE // 4
+    # s0 carries two heavy keys on top of light ones; s2 is cold
+    hashes = np.array([5, 10, q // 2, q // 2 + 7, q + 3, q + 9, 2 * q + 1, 3 * q + 1], dtype=np.uint64)
+    loads = np.array([1.0, 1.0, 60.0, 60.0, 40.0, 40.0, 20.0, 80.0])
+    upper = np.array([122.0, 80.0, 20.0, 80.0])
+    plan = mgr.adjust_sharding(LoadForecast(1, upper, point=upper, key_hashes=hashes, key_load=loads))
+    [a] = [x for x in plan.actions if x.from_shard == "s0"]
+    # mean 75.5: s0 gives one heavy key (60) to the coldest shard, s2
+    assert a.kind == "resize" and a.to_shard == "s2"
+    assert a.moved_load == pytest.approx(60.0) and a.end - a.start == 1
+    mgr.apply(plan)
+    v = MapView.from_map(m)
+    after = np.bincount(v.slice_shard[v.slice_of_hash(hashes)], weights=loads)
+    assert after.max() < 122.0 and after.sum() == pytest.approx(loads.sum())
 
 
 def test_key_sample_puts_the_cut_between_real_keys():

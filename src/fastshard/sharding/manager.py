@@ -194,6 +194,7 @@ class ShardManager:
         n = view.n_slices
         upper = _check_load("predicted_load.upper", fc.upper, n)
         measured = None if fc.measured is None else _check_load("predicted_load.measured", fc.measured, n)
+        point = None
         if fc.point is not None:
             point = _check_load("predicted_load.point", fc.point, n)
             if (point > upper * (1 + 1e-9) + 1e-9).any():
@@ -225,7 +226,7 @@ class ShardManager:
             view, upper, capacity,
             config=self.config, cooling=cooling, failed=failed,
             new_name=lambda kind: self._fresh_name(svc, kind),
-            measured=measured, hot_hashes=list(fc.hot_hashes), hot_upper=hot_upper,
+            measured=measured, point=point, hot_hashes=list(fc.hot_hashes), hot_upper=hot_upper,
             key_hashes=key_hashes, key_load=key_load,
         )
         return Plan(

@@ -49,9 +49,14 @@ class PlannerConfig:
     low_water: float = 0.40
     hot_key_fraction: float = 0.40
     split_above_mean: float | None = None
-    imbalance_tolerance: float | None = 0.10
+    imbalance_tolerance: float | None = 0.05
     node_imbalance: float | None = 0.25
     max_move_fraction: float = 0.09
+    #: a shed moves the least needed (back under high_water) plus this share of it, so the
+    #: next interval's growth does not trigger again at once
+    shed_margin: float = 0.25
+    #: a rebalance move must lower the pair's peak by this share of the mean shard load
+    min_rebalance_gain: float = 0.02
     cooldown_rounds: int = 3
     #: budgeted actions (splits, resizes, merges, moves) per round: a plan stays reviewable
     #: and cheap to apply; hot-key isolation and failure drains are not capped
@@ -75,6 +80,10 @@ class PlannerConfig:
             v = getattr(self, name)
             if v is not None and check_finite(name, v) <= 0.0:
                 raise InvalidValueError(f"{name} must be > 0 (or None to disable), got {v}")
+        for name in ("shed_margin", "min_rebalance_gain"):
+            v = check_finite(name, getattr(self, name))
+            if not 0.0 <= v <= 1.0:
+                raise InvalidValueError(f"{name} must be in [0, 1], got {v}")
         check_int("cooldown_rounds", self.cooldown_rounds, 0, 1_000_000)
         check_int("max_actions", self.max_actions, 1, 10_000_000)
         check_int("min_shards", self.min_shards, 1, 10_000_000)
@@ -146,6 +155,7 @@ def plan_round(
     failed: np.ndarray,
     new_name: Callable[[str], str],
     measured: np.ndarray | None = None,
+    point: np.ndarray | None = None,
     hot_hashes: Sequence[int] = (),
     hot_upper: np.ndarray | None = None,
     key_hashes: np.ndarray | None = None,
@@ -160,7 +170,7 @@ def plan_round(
     reservoir) that places cuts between real keys. Inputs are
     validated by the caller (:class:`fastshard.sharding.ShardManager`).
     """
-    r = rules.Round(view, upper, capacity, config, cooling, new_name, measured)
+    r = rules.Round(view, upper, capacity, config, cooling, new_name, measured, point)
     if key_hashes is not None and key_load is not None and len(key_hashes):
         order = np.argsort(key_hashes, kind="stable")
         r.sample = (np.asarray(key_hashes, dtype=np.uint64)[order],

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fastshard.sharding.cuts import best_window
 from fastshard.sharding.plan import HASH_SPACE, Action, Merge, Move, Reassign
 
 if TYPE_CHECKING:
@@ -31,11 +32,16 @@ class Round:
         cooling: np.ndarray,
         new_name: Callable[[str], str],
         measured: np.ndarray | None,
+        point: np.ndarray | None = None,
     ) -> None:
         m = len(view.shards)
         self.view, self.cfg, self.new_name = view, config, new_name
         self.upper, self.capacity = upper, capacity
+        # the point forecast (the expected load) sizes moves and balances shards; the upper
+        # bound only guards against overload
+        self.point = upper if point is None else point
         self.shard_upper = np.bincount(view.slice_shard, weights=upper, minlength=m)
+        self.shard_point = np.bincount(view.slice_shard, weights=self.point, minlength=m)
         self.shard_width = np.bincount(view.slice_shard, weights=view.widths, minlength=m)
         self.shard_measured = (
             np.bincount(view.slice_shard, weights=measured, minlength=m)
@@ -50,6 +56,7 @@ class Round:
         self._bounds = np.concatenate(([0], np.cumsum(np.bincount(view.slice_shard, minlength=m))))
         self.cooling = np.asarray(cooling, dtype=bool)
         self.changed = np.zeros(m, dtype=bool)  # already part of an action this round
+        self.failed = np.zeros(m, dtype=bool)  # set by drain_failed
         self.actions: list[Action] = []
         self.moved_fraction = self.moved_load = self.relief_load = self.min_needed = 0.0
         self.skipped: dict[str, int] = {}
@@ -115,9 +122,17 @@ class Round:
         self.moved_fraction += action.moved_fraction
         self.moved_load += action.moved_load
 
-    def shift_load(self, s: int, t: int, load: float, t_node: int | None = None) -> None:
-        """Bookkeeping after ``load`` moved from shard ``s`` to shard ``t`` (or a new shard
-        on ``t_node`` when ``t`` is -1)."""
+    def shift_load(self, s: int, t: int, load: float, t_node: int | None = None,
+                   point: float | None = None) -> None:
+        """Bookkeeping after ``load`` (upper bound; ``point``: its point forecast, by default
+        the same share of the shard's point load) moved from shard ``s`` to shard ``t`` (or a
+        new shard on ``t_node`` when ``t`` is -1)."""
+        if point is None:
+            su = float(self.shard_upper[s])
+            point = float(self.shard_point[s]) * (load / su) if su > 0 else 0.0
+        self.shard_point[s] -= point
+        if t >= 0:
+            self.shard_point[t] += point
         self.shard_upper[s] -= load
         self.node_load[self.view.shard_node[s]] -= load
         if t >= 0:
@@ -141,6 +156,7 @@ def _neighbours(r: Round, s: int) -> list[tuple[int, int, int]]:
 
 
 def drain_failed(r: Round, failed: np.ndarray) -> None:
+    r.failed = failed
     for s_idx in np.flatnonzero(failed):
         s = int(s_idx)
         healthy = {t for _, _, t in _neighbours(r, s) if not failed[t] and not r.changed[t]}
@@ -195,33 +211,48 @@ def isolate_hot_keys(r: Round, hot_hashes: Sequence[int], hot_upper: np.ndarray)
 
 
 def split_overloaded(r: Round) -> None:
+    """Shards predicted over their high-water mark (point forecast), or whose upper bound
+    crosses capacity itself, shed just what brings them back: to the coldest shard with room
+    (no new shard, better balance), else into a new shard. Reactive: also above
+    ``split_above_mean`` x the mean (back to the mean)."""
     cfg = r.cfg
-    util = r.shard_upper / np.maximum(r.capacity, 1e-12)
-    over = util > cfg.high_water
-    mean = float(r.shard_upper.sum() / max(r.n_shards, 1))
+    cap = np.maximum(r.capacity, 1e-12)
+    by_point = r.shard_point > cfg.high_water * cap
+    by_upper = r.shard_upper > cap
+    over = by_point | by_upper
+    cand = over.copy()
+    mean = float(r.shard_point.sum() / max(r.n_shards, 1))
     if cfg.split_above_mean is not None and mean > 0:
-        over |= r.shard_upper > cfg.split_above_mean * mean
-    for s in np.flatnonzero(over)[np.argsort(-util[over], kind="stable")]:
+        cand |= r.shard_point > cfg.split_above_mean * mean
+    urgency = np.maximum(r.shard_point / (cfg.high_water * cap), r.shard_upper / cap)
+    cold = [int(c) for c in np.argsort(r.shard_upper / cap, kind="stable")]
+    for s in np.flatnonzero(cand)[np.argsort(-urgency[cand], kind="stable")]:
         s = int(s)
-        cap, load = float(r.capacity[s]), float(r.shard_upper[s])
-        target = cfg.target_fill * cap
-        if load <= cfg.high_water * cap:  # over only by the mean rule: come back to the mean
-            target = min(target, mean)
-        excess = load - target
-        if excess <= 0 or r.shard_width[s] * HASH_SPACE <= 1.5:
+        c, p, u = float(cap[s]), float(r.shard_point[s]), float(r.shard_upper[s])
+        per_point = u / p if p > 0 else 1.0  # upper-bound load per unit of point load
+        if over[s]:
+            # the least that must move (in upper-bound units, what actions carry): the
+            # expected load back under the high-water mark and the upper bound under capacity
+            need = max((p - cfg.high_water * c) * per_point, u - c, 0.0)
+            want = need * (1.0 + cfg.shed_margin)
+        else:  # over only by the mean rule: come back to the mean
+            need, want = 0.0, (p - mean) * per_point
+        if want <= 0 or r.shard_width[s] * HASH_SPACE <= 1.5:
             continue  # nothing to do, or a single hot key that no split can help
         if not r.available(s):
             continue
-        if r.n_shards >= cfg.max_shards:
-            r.skip("max_shards reached")
-            break
-        pro = r.proactive(s, cfg.high_water * cap)
-        # a neighbour with room takes the excess (no new shard, better balance); else split
-        moved = _shed_to_neighbour(r, s, excess, proactive=pro)
+        pro = bool(over[s] and r.shard_measured is not None
+                   and r.shard_measured[s] <= cfg.high_water * c)
+        moved = _shed(r, s, need, want, cold, proactive=pro)
         if moved <= 0:
-            moved = _carve(r, s, excess, proactive=pro)
-        if moved > 0:
-            r.min_needed += max(load - cfg.high_water * cap, 0.0)
+            if r.n_shards >= cfg.max_shards:
+                r.skip("max_shards reached")
+                break
+            moved = _carve(r, s, want, proactive=pro)
+        if moved > 0 and over[s]:
+            # overload relief, scored against the minimum (``moved_vs_min``); a mean-rule
+            # move of a shard under its high-water mark is rebalancing, not relief
+            r.min_needed += need
             r.relief_load += moved
 
 
@@ -329,99 +360,95 @@ def _carve(r: Round, s: int, excess: float, *, proactive: bool) -> float:
     return moved
 
 
-def _shed_to_neighbour(r: Round, s: int, excess: float, *, proactive: bool) -> float:
-    """Give ``excess`` load from a boundary slice of ``s`` to the adjacent shard with the most
-    room below ``target_fill``, if it has room for all of it. Returns the load moved."""
+def _shed(r: Round, s: int, need: float, want: float, cold: list[int], *, proactive: bool) -> float:
+    """Move about ``want`` (at least ``need`` when key granularity allows) of shard ``s``'s
+    load to the coldest shard that stays under ``target_fill`` with it. Returns the load
+    moved (0: no shard has room, the caller splits)."""
     v = r.view
-    best = None
-    for i, j, t in _neighbours(r, s):
-        if r.changed[t] or r.cooling[t] or r.upper[i] <= 0 or v.ends[i] - v.starts[i] < 2:
+    for t in cold:
+        if t == s or r.changed[t] or r.failed[t] or r.capacity[t] <= 0:
             continue
-        room = r.cfg.target_fill * r.capacity[t] - r.shard_upper[t]
-        # the part moved must not be most of a slice whose load may sit in a few keys
-        if room >= excess and excess <= 0.5 * r.upper[i] and (best is None or room > best[0]):
-            best = (room, i, j, t)
-    if best is None:
-        return 0.0
-    _, i, j, t = best
-    part = _edge_range(r, i, excess, top=j > i, whole_ok=False)
-    if part is None:
-        return 0.0
-    lo, hi, load = part
-    if r.shard_upper[t] + load > r.cfg.target_fill * r.capacity[t]:
-        return 0.0  # the cut had to take more than the neighbour has room for
-    r.record(
-        Reassign(
-            lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
-            moved_fraction=r.key_share(lo, hi),
-            moved_load=load,
-            proactive=proactive,
-            reason=f"predicted at {r.shard_upper[s] / r.capacity[s]:.0%} of capacity; "
-                   f"neighbour {v.shards[t]} has room",
+        room = r.cfg.target_fill * float(r.capacity[t]) - float(r.shard_upper[t])
+        if room < want:
+            return 0.0  # the coldest available shard has no room: nothing colder will
+        # overshoot allowed up to twice the margin, so the cut may land between heavy keys
+        ceiling = min(room, max(want, need * (1.0 + 2.0 * r.cfg.shed_margin)))
+        win = best_window(r, s, want, ceiling, floor=need)
+        if win is None:
+            return 0.0
+        i, lo, hi, share = win
+        load, pload = share * float(r.upper[i]), share * float(r.point[i])
+        r.record(
+            Reassign(
+                lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
+                moved_fraction=r.key_share(lo, hi),
+                moved_load=load,
+                proactive=proactive,
+                reason=f"predicted at {r.shard_upper[s] / r.capacity[s]:.0%} of capacity; "
+                       f"{v.shards[t]} has room",
+            )
         )
-    )
-    r.changed[s] = r.changed[t] = True
-    r.shift_load(s, t, load)
-    return load
+        r.changed[s] = r.changed[t] = True
+        r.shift_load(s, t, load, point=pload)
+        return load
+    return 0.0
 
 
 def resize_imbalanced(r: Round) -> None:
-    """Move part of an above-mean shard's range to a below-mean shard (Slicer-style
-    hot-to-cold rebalancing). An adjacent shard is preferred (the ranges stay joined); the
-    coldest shard anywhere is used when it can take more."""
-    tol = r.cfg.imbalance_tolerance or 0.0
-    mean = float(r.shard_upper.sum() / max(r.n_shards, 1))
+    """Slicer-style hot-to-cold rebalancing on the point forecast: the hottest shard above
+    ``(1 + imbalance_tolerance)`` x the mean gives the coldest shard the run of keys whose
+    load best closes the gap, then the next hottest gives the next coldest, and so on. A
+    move must lower the pair's peak by at least ``min_rebalance_gain`` x the mean, so noise
+    does not shuffle keys back and forth."""
+    cfg = r.cfg
+    tol = cfg.imbalance_tolerance or 0.0
+    mean = float(r.shard_point.sum() / max(r.n_shards, 1))
     if mean <= 0:
         return
-    hot = np.flatnonzero(r.shard_upper > (1 + tol) * mean)
     v = r.view
-    # cold candidates, coldest first; each takes part once per round, so one pointer walks it
-    cold_idx = np.flatnonzero((r.shard_upper < mean) & (r.capacity > 0))
-    cold = [int(c) for c in cold_idx[np.argsort(r.shard_upper[cold_idx], kind="stable")]]
+    hot = np.flatnonzero(r.shard_point > (1 + tol) * mean)
+    cold = [int(c) for c in np.argsort(r.shard_point, kind="stable")]
     pos = 0
-    for s in hot[np.argsort(-r.shard_upper[hot], kind="stable")]:
+    for s in hot[np.argsort(-r.shard_point[hot], kind="stable")]:
         s = int(s)
         if r.budget_left() <= 0:
             r.skip(r.budget_reason())
             break
-        if r.shard_width[s] * HASH_SPACE <= 1.5 or r.changed[s] or r.cooling[s]:
+        if r.shard_width[s] * HASH_SPACE <= 1.5 or not r.available(s):
             continue
-        best: tuple[float, int, int, bool] | None = None  # (amount, slice, shard, cut at top)
-        for i, j, t in _neighbours(r, s):
-            if r.changed[t] or r.cooling[t] or r.shard_upper[t] >= mean or r.upper[i] <= 0:
-                continue
-            amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
-            if best is None or amount > best[0]:
-                best = (amount, i, t, j > i)
-        while pos < len(cold) and (r.changed[cold[pos]] or r.cooling[cold[pos]]):
+        while pos < len(cold) and (r.changed[cold[pos]] or r.failed[cold[pos]] or r.capacity[cold[pos]] <= 0):
             pos += 1
-        if pos < len(cold):
-            t = cold[pos]
-            amount = min(r.shard_upper[s] - mean, mean - r.shard_upper[t])
-            idx = r.slices_of(s)
-            i = int(idx[np.argmax(r.upper[idx])])
-            if amount > 0 and r.upper[i] > 0 and (best is None or amount > 1.25 * best[0]):
-                best = (amount, i, t, True)
-        if best is None:
+        if pos >= len(cold):
+            break
+        t = cold[pos]
+        ps, pt = float(r.shard_point[s]), float(r.shard_point[t])
+        if pt >= mean:
+            break
+        su = float(r.shard_upper[s])
+        per_point = su / ps if ps > 0 else 1.0
+        want = min(ps - mean, mean - pt) * per_point
+        room = r.cfg.target_fill * float(r.capacity[t]) - float(r.shard_upper[t])
+        ceiling = min(0.9 * (ps - pt) * per_point, room)  # the pair's peak must drop
+        win = best_window(r, s, want, ceiling)
+        if win is None:
             continue
-        amount, i, t, top = best
-        part = _edge_range(r, i, amount, top=top, whole_ok=False)
-        if part is None:
-            continue
-        lo, hi, load = part
-        if r.shard_upper[t] + load >= r.shard_upper[s]:
-            r.skip("rebalance would not lower the pair's peak")  # a heavy key would just bounce
+        i, lo, hi, share = win
+        load, pload = share * float(r.upper[i]), share * float(r.point[i])
+        gain = ps - max(ps - pload, pt + pload)
+        if gain < cfg.min_rebalance_gain * mean:
+            r.skip("rebalance gain too small")
             continue
         r.record(
             Reassign(
                 lo, hi, v.shards[s], v.shards[t], v.nodes[v.shard_node[t]], "resize",
                 moved_fraction=r.key_share(lo, hi),
                 moved_load=load,
-                reason=f"shard at {r.shard_upper[s] / mean:.2f}x the mean load",
+                reason=f"shard at {ps / mean:.2f}x the mean load; {v.shards[t]} at {pt / mean:.2f}x",
             )
         )
         r.changed[s] = r.changed[t] = True
-        r.shift_load(s, t, load)
+        r.shift_load(s, t, load, point=pload)
+        pos += 1
 
 
 def merge_cold(r: Round, failed: np.ndarray) -> None:
