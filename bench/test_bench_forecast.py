@@ -2,7 +2,9 @@
 
 Speed (pytest-benchmark medians):
 * ``update`` of 10,000 series, one step, steady state (every series past its warm-up) and
-  during warm-up; peer: river ``HoltWinters.learn_one`` on one series (x 10,000 = one step).
+  during warm-up, with the default bank of models and with the lean configuration (one
+  Holt-Winters set, no AR); peer: river ``HoltWinters.learn_one`` on one series (x 10,000 =
+  one step).
 * ``predict(12)`` for 10,000 series; peer: river ``HoltWinters.forecast(12)`` on one series.
 
 Accuracy (rolling origin, MASE; see ``forecast_eval.py``) on fpp3 pedestrian counts and bank
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import forecast_data as data  # noqa: E402
 import forecast_eval as ev  # noqa: E402
 
-from fastshard.forecast import Forecaster  # noqa: E402
+from fastshard.forecast import DEFAULT_HW_SETS, Forecaster  # noqa: E402
 
 river_ts = pytest.importorskip("river.time_series", reason="peer: pip install fastshard[bench]")
 statsforecast_models = pytest.importorskip(
@@ -55,20 +57,33 @@ def _median(benchmark, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------ speed
+LEAN = {"model": "holtwinters", "hw_sets": [DEFAULT_HW_SETS[1]]}
+
+
+def _steady(n_series: int, **kwargs):
+    rng = np.random.default_rng(0)
+    ped = data.pedestrian_windows(200)
+    pick = rng.integers(0, len(ped), n_series)
+    gain = rng.uniform(0.5, 2.0, n_series)
+    f = Forecaster(n_series, data.PED_SEASONS, **kwargs)
+    for t in range(336):
+        f.update(ped[pick, t] * gain)
+    f._a["n_obs"] += 100_000
+    return f, ped[pick, 336] * gain
+
+
+@pytest.fixture(scope="module")
+def lean_forecaster():
+    """One Holt-Winters parameter set and no AR: the cheapest configuration."""
+    return _steady(N_SPEED, **LEAN)
+
+
 @pytest.fixture(scope="module")
 def steady_forecaster():
     """10,000 series fed 2 weeks of hourly data, then marked as past warm-up, as after the
     3,360 steps (20 weeks) the slowest parameter set needs; feeding those would take the
     benchmark minutes."""
-    rng = np.random.default_rng(0)
-    ped = data.pedestrian_windows(200)
-    pick = rng.integers(0, len(ped), N_SPEED)
-    gain = rng.uniform(0.5, 2.0, N_SPEED)
-    f = Forecaster(N_SPEED, data.PED_SEASONS)
-    for t in range(336):
-        f.update(ped[pick, t] * gain)
-    f._a["n_obs"] += 100_000
-    return f, ped[pick, 336] * gain
+    return _steady(N_SPEED)
 
 
 @pytest.mark.benchmark(group="forecast-update-10k")
@@ -76,6 +91,13 @@ def test_update_10k_steady(benchmark, steady_forecaster):
     f, y = steady_forecaster
     benchmark(f.update, y)
     _median(benchmark, "update_steady")
+
+
+@pytest.mark.benchmark(group="forecast-update-10k")
+def test_update_10k_lean(benchmark, lean_forecaster):
+    f, y = lean_forecaster
+    benchmark(f.update, y)
+    _median(benchmark, "update_lean")
 
 
 @pytest.mark.benchmark(group="forecast-update-10k")
@@ -118,6 +140,13 @@ def test_predict12_10k_select(benchmark, steady_forecaster):
 
 
 @pytest.mark.benchmark(group="forecast-predict12-10k")
+def test_predict12_10k_lean(benchmark, lean_forecaster):
+    f, _ = lean_forecaster
+    benchmark(f.predict, H)
+    _median(benchmark, "predict12_lean")
+
+
+@pytest.mark.benchmark(group="forecast-predict12-10k")
 def test_predict12_river_one_series(benchmark):
     m = river_ts.HoltWinters(seasonality=24, **ev.RIVER_PARAMS)
     for v in data.pedestrian_windows(1)[0][:336]:
@@ -135,10 +164,12 @@ def test_speed_ratios(record_property):
     rows = {
         "update_10k_steady_us": MEDIANS["update_steady"] * 1e6,
         "update_10k_warmup_us": MEDIANS.get("update_warmup", float("nan")) * 1e6,
+        "update_10k_lean_us": MEDIANS.get("update_lean", float("nan")) * 1e6,
         "river_update_x10k_us": river_step * 1e6,
         "update_speedup_vs_river": river_step / MEDIANS["update_steady"],
         "predict12_10k_ms": MEDIANS["predict12"] * 1e3,
         "predict12_10k_select_ms": MEDIANS.get("predict12_select", float("nan")) * 1e3,
+        "predict12_10k_lean_ms": MEDIANS.get("predict12_lean", float("nan")) * 1e3,
         "river_predict12_x10k_ms": river_pred * 1e3,
         "predict_speedup_vs_river": river_pred / MEDIANS["predict12"],
     }
@@ -165,6 +196,9 @@ def _pedestrian_results() -> list[ev.Result]:
     err, secs, _ = ev.eval_fastshard(Y, data.PED_SEASONS, origins, H, model="select")
     m, _ = ev.score(err, scale)
     out.append(ev.Result("fastshard select", m, len(Y), len(origins), secs))
+    err, secs, _ = ev.eval_fastshard(Y, data.PED_SEASONS, origins, H, **LEAN)
+    m, _ = ev.score(err, scale)
+    out.append(ev.Result("fastshard lean (1 HW set)", m, len(Y), len(origins), secs))
     err, secs = ev.eval_seasonal_naive(Y, 168, origins, H)
     m, per_naive = ev.score(err, scale)
     out.append(ev.Result("seasonal naive (weekly)", m, len(Y), len(origins), secs,
@@ -186,7 +220,7 @@ def _pedestrian_results() -> list[ev.Result]:
         how = "refit per origin" if refit else "fit once, forward"
         out.append(ev.Result(name, m, len(sub), len(origins), secs, "per fit",
                              secs / fits * 1e6, notes=how))
-    for r in out[:3]:
+    for r in out:
         if r.per_series.size:
             r.notes = f"on the statsforecast subset: {r.per_series[sub].mean():.3f}"
     return out
@@ -201,18 +235,24 @@ def _bank_results() -> list[ev.Result]:
     sf_step = 420
     sf_origins = [T - H - sf_step * k for k in range(n_sf - 1, -1, -1)]
     scale = ev.mase_scale(y, first, 169)
+    union = sorted(set(origins) | set(sf_origins))
+    pos = {t: k for k, t in enumerate(union)}
+    runs = {}  # one online pass per configuration, scored on both origin sets
+    for name, kwargs in (("fastshard auto", {}), ("fastshard select", {"model": "select"}),
+                         ("fastshard lean (1 HW set)", LEAN)):
+        err, secs, steps = ev.eval_fastshard(y, data.BANK_SEASONS, union, H, **kwargs)
+        runs[name] = (err, secs, steps)
+    naive_err, naive_secs = ev.eval_seasonal_naive(y, 845, union, H)
     out = []
     for label, orig in (("all", origins), ("MSTL origins", sf_origins)):
-        err, secs, steps = ev.eval_fastshard(y, data.BANK_SEASONS, orig, H)
-        m, _ = ev.score(err, scale)
-        out.append(ev.Result(f"fastshard auto [{label}]", m, 1, len(orig), secs,
-                             "per update", secs / steps * 1e6))
-        err, secs, _ = ev.eval_fastshard(y, data.BANK_SEASONS, orig, H, model="select")
-        m, _ = ev.score(err, scale)
-        out.append(ev.Result(f"fastshard select [{label}]", m, 1, len(orig), secs))
-        err, secs = ev.eval_seasonal_naive(y, 845, orig, H)
-        m, _ = ev.score(err, scale)
-        out.append(ev.Result(f"seasonal naive (weekly) [{label}]", m, 1, len(orig), secs))
+        idx = [pos[t] for t in orig]
+        for name, (err, secs, steps) in runs.items():
+            m, _ = ev.score(err[:, idx], scale)
+            unit = secs / steps * 1e6 if name == "fastshard auto" else float("nan")
+            out.append(ev.Result(f"{name} [{label}]", m, 1, len(orig), secs, "per update",
+                                 unit))
+        m, _ = ev.score(naive_err[:, idx], scale)
+        out.append(ev.Result(f"seasonal naive (weekly) [{label}]", m, 1, len(orig), naive_secs))
     err, secs, per_update = ev.eval_river(y, 169, origins, H)
     m, _ = ev.score(err, scale)
     out.append(ev.Result("river HoltWinters (169) [all]", m, 1, len(origins), secs,

@@ -224,3 +224,14 @@ def test_predict_argument_checks():
         f.predict_interval(3, 1.0)
     with pytest.raises(InvalidValueError, match="k must be in"):
         f.add_series(0)
+
+
+def test_restricted_model_runs_and_uses_only_its_family():
+    y = seasonal(8 * DAY, 2, noise=1.0)
+    f = Forecaster(2, (DAY,), model="holtwinters")
+    feed(f, y)
+    assert (f.state_dict()["arrays"]["theta"] == 0).all()  # the AR family never ran
+    w = f.model_weights()
+    names = f.model_names
+    assert all(w[names.index(m)].sum() == 0 for m in ("naive", "ar"))
+    np.testing.assert_allclose(w.sum(axis=0), 1.0)

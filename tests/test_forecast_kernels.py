@@ -330,18 +330,19 @@ def test_track_matches_twin(seed, n, M, decay):
     rep[rng.random(n) < 0.5] = np.nan
     rs, rw = rng.uniform(0, 50, n), rng.uniform(0, 5, n)
     n_obs = rng.integers(0, 10, n).astype(np.int64)
+    allowed = rng.random(M) < 0.7
     exp = [a.copy() for a in (es, ew, rs, rw, n_obs)]
     for i in range(n):
         if not math.isnan(y[i]):
             exp[4][i] += 1
         for m in range(M):
-            if not (math.isnan(y[i]) or math.isnan(f1[m, i])):
+            if allowed[m] and not (math.isnan(y[i]) or math.isnan(f1[m, i])):
                 exp[0][m, i] = decay * es[m, i] + abs(y[i] - f1[m, i])
                 exp[1][m, i] = decay * ew[m, i] + 1
         if not (math.isnan(y[i]) or math.isnan(rep[i])):
             exp[2][i] = decay * rs[i] + abs(y[i] - rep[i])
             exp[3][i] = decay * rw[i] + 1
-    track(y, f1, es, ew, decay, rep, rs, rw, n_obs)
+    track(y, f1, allowed, es, ew, decay, rep, rs, rw, n_obs)
     for got, want in zip((es, ew, rs, rw, n_obs), exp, strict=True):
         close(got, want)
 

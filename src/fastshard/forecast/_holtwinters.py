@@ -201,6 +201,14 @@ def hw_cycle_init(y, ring, clock, n_obs, season_prior, level, trend, seas, seas_
     S = seas_len.shape[0]
     L = ring.shape[0]
     n = y.shape[0]
+    # almost every step has no series at a cycle boundary: find out with a cheap scan first
+    hits = 0
+    for s in range(S):
+        Ls = seas_len[s]
+        for i in range(n):
+            hits += 1 if n_obs[i] == Ls else 0
+    if hits == 0:
+        return
     for i in range(n):
         if np.isnan(y[i]) or season_prior[i] > 0:
             continue

@@ -43,6 +43,10 @@ def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1,
     base_row = ring[clock % L]
     out_row = zring[clock % Z]
     inv_lam = 1.0 / lam
+    if p == 2:
+        _rls_update2(y, base_row, out_row, zring, clock, n_obs, lags, theta, P, scale, lam,
+                     p0, f1)
+        return
     x = work[:p]
     px = work[p : 2 * p]
     e_row = work[2 * p]
@@ -118,6 +122,77 @@ def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1,
                 for q in range(p):
                     P[m, q, i] *= f
                     P[q, m, i] *= f
+
+
+@njit(cache=True, nogil=True)
+def _rls_update2(y, base_row, out_row, zring, clock, n_obs, lags, theta, P, scale, lam, p0,
+                 f1):  # pragma: no cover - compiled
+    """``rls_update`` for two lags (the default), fused into one branch-free pass per series.
+
+    Same arithmetic as the general stages, with the 2x2 matrix held in scalars, so the whole
+    step is one vectorisable loop instead of a dozen passes over the state.
+    """
+    n = y.shape[0]
+    Z = zring.shape[0]
+    inv_lam = 1.0 / lam
+    known0 = clock >= lags[0]
+    known1 = clock >= lags[1]
+    src0 = zring[(clock - lags[0]) % Z]
+    src1 = zring[(clock - lags[1]) % Z]
+    th0 = theta[0]
+    th1 = theta[1]
+    p00 = P[0, 0]
+    p01 = P[0, 1]
+    p10 = P[1, 0]
+    p11 = P[1, 1]
+    for i in range(n):
+        sc = scale[i]
+        pos = sc > 0.0
+        inv_sc = 1.0 / sc if pos else 0.0
+        x0 = src0[i] * inv_sc if known0 else 0.0
+        x0 = x0 if x0 == x0 else 0.0
+        x1 = src1[i] * inv_sc if known1 else 0.0
+        x1 = x1 if x1 == x1 else 0.0
+        t0 = th0[i]
+        t1 = th1[i]
+        zh = t0 * x0 + t1 * x1
+        base = base_row[i]
+        z = y[i] - base
+        out_row[i] = z
+        ok = z == z and pos
+        f1[i] = base + zh * sc if base == base and pos else np.nan
+        w = max(0.02, 1.0 / (n_obs[i] + 1.0))
+        az = abs(z)
+        if z == z:
+            scale[i] = sc + w * (az - sc) if pos else az
+        e = z * inv_sc - zh if ok else 0.0
+        a00 = p00[i]
+        a01 = p01[i]
+        a10 = p10[i]
+        a11 = p11[i]
+        px0 = a00 * x0 + a01 * x1
+        px1 = a10 * x0 + a11 * x1
+        g = 1.0 / (lam + x0 * px0 + x1 * px1) if ok else 0.0
+        th0[i] = t0 + px0 * g * e
+        th1[i] = t1 + px1 * g * e
+        if ok:
+            a00 = (a00 - px0 * g * px0) * inv_lam
+            a01 = (a01 - px0 * g * px1) * inv_lam
+            a10 = (a10 - px1 * g * px0) * inv_lam
+            a11 = (a11 - px1 * g * px1) * inv_lam
+        # cap the diagonal at p0 by D P D scaling (as in the general path, row/column 0 first)
+        f = np.sqrt(p0 / a00) if a00 > p0 else 1.0
+        a00 *= f * f
+        a01 *= f
+        a10 *= f
+        f = np.sqrt(p0 / a11) if a11 > p0 else 1.0
+        a11 *= f * f
+        a01 *= f
+        a10 *= f
+        p00[i] = a00
+        p01[i] = a01
+        p10[i] = a10
+        p11[i] = a11
 
 
 @njit(cache=True, nogil=True)

@@ -19,19 +19,22 @@ NAIVE = 0
 
 
 @njit(cache=True, nogil=True)
-def track(y, f1, err_sum, err_wt, decay, rep_pending, rep_sum, rep_wt, n_obs):
+def track(y, f1, allowed, err_sum, err_wt, decay, rep_pending, rep_sum, rep_wt, n_obs):
     # pragma: no cover - compiled
     """Score the one-step forecasts ``f1 (M, n)`` and the service's ``rep_pending (n,)``.
 
     The rolling error is kept as two exponentially decayed sums, of ``|error|`` and of weight
     (``sum <- decay * sum + |e|``, ``wt <- decay * wt + 1``): their ratio is the EWMA of the
     absolute error with the start-up bias removed (the first errors are simply averaged), and
-    ``wt`` measures the track record. No branches on the data (a missing value or forecast is a
+    ``wt`` measures the track record. Models not ``allowed`` are not scored (their
+    kernels did not run). No branches on the data (a missing value or forecast is a
     NaN distance, which selects "no change"), so the loops vectorise. Advances ``n_obs``.
     """
     M = f1.shape[0]
     n = y.shape[0]
     for m in range(M):
+        if not allowed[m]:
+            continue
         fm = f1[m]
         es = err_sum[m]
         ew = err_wt[m]

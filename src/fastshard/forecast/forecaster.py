@@ -57,7 +57,9 @@ class Forecaster:
         ``1 / e_m^2`` from each model's rolling one-step error ``e_m`` (so the model that
         forecasts a series best dominates it, and close competitors share); ``"select"``
         uses only the model with the smallest rolling error; ``"naive"``, ``"holtwinters"``
-        or ``"ar"`` restrict the choice to one family.
+        or ``"ar"`` forecast with that family only, and skip the other families' updates
+        (cheaper steps; the seasonal naive model is always run, as the fallback before a
+        model has a track record and as the cap on interval widths).
     step:
         the step length in seconds (informational; kept in ``state_dict``).
     hw_sets:
@@ -144,7 +146,10 @@ class Forecaster:
             allowed[1 : 1 + self._K] = True
         if self._model in ("auto", "select", "ar"):
             allowed[self._M - 1] = True
-        self._allowed = allowed
+        self._allowed = allowed  # may be chosen for forecasts
+        scored = allowed.copy()  # run and scored each step
+        scored[0] = True  # naive always: the fallback, and the cap on interval widths
+        self._scored = scored
         self._p0 = 100.0
 
     def _alloc(self, n: int) -> None:
@@ -238,17 +243,24 @@ class Forecaster:
         a = self._a
         f1 = self._f1
         c = self._clock
+        allowed = self._scored
+        # the seasonal ring is shared state (naive, AR, cycle initialisation): always kept;
+        # a model family excluded by ``model`` is not run at all
         naive_predict1(a["ring"], a["last"], c, f1[0])
-        hw_update(y, c, a["n_obs"], a["season_prior"], a["level"], a["trend"], a["seas"],
-                  self._seas_len, self._seas_off, self._alpha, self._beta, self._phi,
-                  self._gamma, f1[1 : 1 + self._K])
-        rls_update(y, a["ring"], c, a["n_obs"], self._lags_arr, a["theta"], a["P"], a["zring"],
-                   a["scale"], self._forgetting, self._p0, f1[self._M - 1], self._work)
+        if allowed[1]:
+            hw_update(y, c, a["n_obs"], a["season_prior"], a["level"], a["trend"], a["seas"],
+                      self._seas_len, self._seas_off, self._alpha, self._beta, self._phi,
+                      self._gamma, f1[1 : 1 + self._K])
+        if allowed[self._M - 1]:
+            rls_update(y, a["ring"], c, a["n_obs"], self._lags_arr, a["theta"], a["P"],
+                       a["zring"], a["scale"], self._forgetting, self._p0, f1[self._M - 1],
+                       self._work)
         naive_push(a["ring"], a["last"], c, y)
-        track(y, f1, a["err_sum"], a["err_wt"], self._decay, a["rep_pending"], a["rep_sum"],
-              a["rep_wt"], a["n_obs"])
-        hw_cycle_init(y, a["ring"], c, a["n_obs"], a["season_prior"], a["level"], a["trend"],
-                      a["seas"], self._seas_len, self._seas_off)
+        track(y, f1, allowed, a["err_sum"], a["err_wt"], self._decay, a["rep_pending"],
+              a["rep_sum"], a["rep_wt"], a["n_obs"])
+        if allowed[1]:
+            hw_cycle_init(y, a["ring"], c, a["n_obs"], a["season_prior"], a["level"],
+                          a["trend"], a["seas"], self._seas_len, self._seas_off)
         if rep is None:
             a["rep_pending"].fill(np.nan)
         else:
