@@ -33,6 +33,8 @@ Each backend's cases skip when its plugin or server is missing (and fail under C
 from __future__ import annotations
 
 import os
+import statistics
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,6 +48,7 @@ from fastshard.testing.servers import require_server
 
 N_MESSAGES = 200
 SHARDS = 8
+EPOCH_HISTORY = 16
 VALUE = b"x" * 100
 KEYS = [key_bytes(f"user-{i % 97}") for i in range(N_MESSAGES)]
 REDIS_URL = os.environ.get("FASTSHARD_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -72,6 +75,55 @@ def _routed(router: Router) -> Callable[[], int]:
     return run
 
 
+# Each backend has three cases: fastshard alone and raw alone (pytest-benchmark medians, one
+# after the other), and "paired", which alternates raw and fastshard rounds inside one
+# benchmark so that both see the same background load; its medians and ratio go into
+# extra_info and the table printed at the end of the module. On a shared, loaded machine the
+# paired ratio is the number to trust.
+PAIRED_ROUNDS = 11
+PAIRED: list[tuple[str, float, float, float]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _paired_summary(pytestconfig: Any) -> Iterator[None]:
+    yield
+    if not PAIRED:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"routed publish, {N_MESSAGES} confirmed messages: paired rounds (medians)")
+    for col in ("backend", "raw ms", "fastshard ms", "fastshard / raw", "median of per-round ratios"):
+        table.add_column(col, justify="right")
+    for name, raw_s, fs_s, pair_ratio in PAIRED:
+        table.add_row(name, f"{raw_s * 1e3:.2f}", f"{fs_s * 1e3:.2f}", f"{fs_s / raw_s:.3f}",
+                      f"{pair_ratio:.3f}")
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    console = Console(file=reporter._tw if reporter is not None else None, width=110)
+    console.print()
+    console.print(table)
+    PAIRED.clear()
+
+
+def _paired(benchmark: Any, name: str, fastshard_run: Callable[[], int], raw_run: Callable[[], int]) -> None:
+    times: dict[str, list[float]] = {"raw": [], "fastshard": []}
+    order = [("raw", raw_run), ("fastshard", fastshard_run)]
+
+    def pair() -> None:
+        order.reverse()  # alternate who goes first, so neither always runs on a warm socket
+        for side, run in order:
+            t0 = time.perf_counter()
+            assert run() == N_MESSAGES
+            times[side].append(time.perf_counter() - t0)
+
+    benchmark.pedantic(pair, rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=1)
+    raw_s, fs_s = statistics.median(times["raw"]), statistics.median(times["fastshard"])
+    pair_ratio = statistics.median(f / r for f, r in zip(times["fastshard"], times["raw"], strict=True))
+    benchmark.extra_info.update(raw_median_s=raw_s, fastshard_median_s=fs_s,
+                                ratio_of_medians=fs_s / raw_s, median_pair_ratio=pair_ratio)
+    PAIRED.append((name, raw_s, fs_s, pair_ratio))
+
+
 # ---------------------------------------------------------------------------- Kafka
 @pytest.fixture(scope="module")
 def kafka() -> Iterator[Any]:
@@ -88,34 +140,42 @@ def kafka() -> Iterator[Any]:
             backend.close()
 
 
-@pytest.mark.benchmark(group="routed-publish-kafka")
-def test_kafka_routed_fastshard(benchmark: Any, kafka: Any) -> None:
-    _, _, router = kafka
-    assert benchmark(_routed(router)) == N_MESSAGES
-
-
-@pytest.mark.benchmark(group="routed-publish-kafka")
-def test_kafka_routed_raw_confluent(benchmark: Any, kafka: Any) -> None:
+def _kafka_raw(kafka: Any) -> Callable[[], int]:
     from confluent_kafka import Producer
 
     cluster, backend, router = kafka
     producer = Producer({"bootstrap.servers": cluster.bootstrap_servers, "enable.idempotence": True,
                          "acks": "all", "linger.ms": 1, "log_level": 3})
     targets = [(*backend.topic_partition(q), k) for q, k in _targets(router)]
-    confirmed: list[int] = []
+    failed: list[Any] = []
 
-    def report(err: Any, msg: Any) -> None:
-        assert err is None, err
-        confirmed.append(msg.offset())
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
 
     def run() -> int:
         for topic, p, k in targets:
             producer.produce(topic, value=VALUE, key=k, partition=p, on_delivery=report)
             producer.flush(30)
+        assert not failed, failed
         return len(targets)
 
-    assert benchmark(run) == N_MESSAGES
-    assert len(confirmed) % N_MESSAGES == 0
+    return run
+
+
+@pytest.mark.benchmark(group="routed-publish-kafka")
+def test_kafka_routed_fastshard(benchmark: Any, kafka: Any) -> None:
+    assert benchmark(_routed(kafka[2])) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-kafka")
+def test_kafka_routed_raw_confluent(benchmark: Any, kafka: Any) -> None:
+    assert benchmark(_kafka_raw(kafka)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-paired")
+def test_kafka_routed_paired(benchmark: Any, kafka: Any) -> None:
+    _paired(benchmark, "kafka (mock cluster)", _routed(kafka[2]), _kafka_raw(kafka))
 
 
 # ---------------------------------------------------------------------------- RabbitMQ
@@ -123,31 +183,27 @@ def test_kafka_routed_raw_confluent(benchmark: Any, kafka: Any) -> None:
 def rabbitmq() -> Iterator[Any]:
     pytest.importorskip("fastshard_rabbitmq", reason="fastshard-rabbitmq plugin not installed")
     require_server("RabbitMQ", "127.0.0.1", 5672)
+    import pika
+
     from fastshard_rabbitmq import RabbitMQBackend
 
     backend = RabbitMQBackend(prefix=f"bench{uuid.uuid4().hex[:8]}.")
     router = Router(_map(), backend)
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
     try:
-        yield backend, router
+        yield backend, router, conn
     finally:
+        conn.close()
         require_server("RabbitMQ management API", "127.0.0.1", 15672)
         for q in router.live_queues():
             backend.delete_queue(q)
         backend.close()
 
 
-@pytest.mark.benchmark(group="routed-publish-rabbitmq")
-def test_rabbitmq_routed_fastshard(benchmark: Any, rabbitmq: Any) -> None:
-    _, router = rabbitmq
-    assert benchmark(_routed(router)) == N_MESSAGES
-
-
-@pytest.mark.benchmark(group="routed-publish-rabbitmq")
-def test_rabbitmq_routed_raw_pika(benchmark: Any, rabbitmq: Any) -> None:
+def _rabbitmq_raw(rabbitmq: Any) -> Callable[[], int]:
     import pika
 
-    backend, router = rabbitmq
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    backend, router, conn = rabbitmq
     ch = conn.channel()
     ch.confirm_delivery()
     # the backend's exchange routes a fastshard queue name to its RabbitMQ queue; the key
@@ -161,10 +217,22 @@ def test_rabbitmq_routed_raw_pika(benchmark: Any, rabbitmq: Any) -> None:
                              properties=props(delivery_mode=2, headers={"k": k}))
         return len(targets)
 
-    try:
-        assert benchmark(run) == N_MESSAGES
-    finally:
-        conn.close()
+    return run
+
+
+@pytest.mark.benchmark(group="routed-publish-rabbitmq")
+def test_rabbitmq_routed_fastshard(benchmark: Any, rabbitmq: Any) -> None:
+    assert benchmark(_routed(rabbitmq[1])) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-rabbitmq")
+def test_rabbitmq_routed_raw_pika(benchmark: Any, rabbitmq: Any) -> None:
+    assert benchmark(_rabbitmq_raw(rabbitmq)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-paired")
+def test_rabbitmq_routed_paired(benchmark: Any, rabbitmq: Any) -> None:
+    _paired(benchmark, "rabbitmq", _routed(rabbitmq[1]), _rabbitmq_raw(rabbitmq))
 
 
 # ---------------------------------------------------------------------------- Redis
@@ -185,25 +253,17 @@ def redis_env() -> Iterator[Any]:
     writer = fastshard_redis.RedisBackend(url=REDIS_URL, namespace=ns)
     reader = fastshard_redis.RedisBackend(url=REDIS_URL, namespace=ns)
     raw = redis.Redis.from_url(REDIS_URL)
+    router = Router(_map(), writer)
     try:
-        yield writer, reader, raw, ns
+        yield writer, reader, raw, ns, router
     finally:
         writer.drop_namespace()
         for c in (writer, reader, raw):
             c.close()
 
 
-@pytest.mark.benchmark(group="routed-publish-redis")
-def test_redis_routed_fastshard(benchmark: Any, redis_env: Any) -> None:
-    backend = redis_env[0]
-    router = Router(_map(), backend)
-    assert benchmark(_routed(router)) == N_MESSAGES
-
-
-@pytest.mark.benchmark(group="routed-publish-redis")
-def test_redis_routed_raw_xadd(benchmark: Any, redis_env: Any) -> None:
-    backend, _, raw, _ = redis_env
-    router = Router(_map(), backend)
+def _redis_raw(redis_env: Any) -> Callable[[], int]:
+    backend, _, raw, _, router = redis_env
     targets = [(backend.keys.stream(q), k) for q, k in _targets(router)]
     xadd = raw.xadd
 
@@ -212,7 +272,22 @@ def test_redis_routed_raw_xadd(benchmark: Any, redis_env: Any) -> None:
             xadd(stream, {"k": k, "v": VALUE})
         return len(targets)
 
-    assert benchmark(run) == N_MESSAGES
+    return run
+
+
+@pytest.mark.benchmark(group="routed-publish-redis")
+def test_redis_routed_fastshard(benchmark: Any, redis_env: Any) -> None:
+    assert benchmark(_routed(redis_env[4])) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-redis")
+def test_redis_routed_raw_xadd(benchmark: Any, redis_env: Any) -> None:
+    assert benchmark(_redis_raw(redis_env)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-paired")
+def test_redis_routed_paired(benchmark: Any, redis_env: Any) -> None:
+    _paired(benchmark, "redis", _routed(redis_env[4]), _redis_raw(redis_env))
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
@@ -239,8 +314,9 @@ def pg_env() -> Iterator[Any]:
                 "PRIMARY KEY (queue, seq))")
     raw.execute(f"CREATE TABLE {schema}.raw_map (name text PRIMARY KEY, value bytea NOT NULL)")
     raw.execute(f"INSERT INTO {schema}.raw_map VALUES ('m', 'epoch-0')")
+    router = Router(_map(), writer)
     try:
-        yield writer, reader, raw, schema
+        yield writer, reader, raw, schema, router
     finally:
         raw.close()
         reader.close()
@@ -248,16 +324,9 @@ def pg_env() -> Iterator[Any]:
         writer.close()
 
 
-@pytest.mark.benchmark(group="routed-publish-postgres")
-def test_postgres_routed_fastshard(benchmark: Any, pg_env: Any) -> None:
-    router = Router(_map(), pg_env[0])
-    assert benchmark(_routed(router)) == N_MESSAGES
-
-
-@pytest.mark.benchmark(group="routed-publish-postgres")
-def test_postgres_routed_raw_psycopg(benchmark: Any, pg_env: Any) -> None:
-    backend, _, raw, schema = pg_env
-    targets = _targets(Router(_map(), backend))
+def _postgres_raw(pg_env: Any) -> Callable[[], int]:
+    _, _, raw, schema, router = pg_env
+    targets = _targets(router)
     sql = f"INSERT INTO {schema}.raw_messages (queue, key, value, epoch) VALUES (%s, %s, %s, 1)"
     execute = raw.execute
 
@@ -266,7 +335,22 @@ def test_postgres_routed_raw_psycopg(benchmark: Any, pg_env: Any) -> None:
             execute(sql, (q, k, VALUE))
         return len(targets)
 
-    assert benchmark(run) == N_MESSAGES
+    return run
+
+
+@pytest.mark.benchmark(group="routed-publish-postgres")
+def test_postgres_routed_fastshard(benchmark: Any, pg_env: Any) -> None:
+    assert benchmark(_routed(pg_env[4])) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-postgres")
+def test_postgres_routed_raw_psycopg(benchmark: Any, pg_env: Any) -> None:
+    assert benchmark(_postgres_raw(pg_env)) == N_MESSAGES
+
+
+@pytest.mark.benchmark(group="routed-publish-paired")
+def test_postgres_routed_paired(benchmark: Any, pg_env: Any) -> None:
+    _paired(benchmark, "postgres", _routed(pg_env[4]), _postgres_raw(pg_env))
 
 
 # ---------------------------------------------------------------------------- epoch change
@@ -274,7 +358,11 @@ def _epoch_change_fastshard(benchmark: Any, writer: Any, reader: Any) -> None:
     """Writer client publishes epoch N+1; the reader client's watcher learns it and routes."""
     name = f"m{uuid.uuid4().hex[:6]}"
     writer_map = ShardMap(SHARDS, ["n0", "n1"], name=name)
-    writer_store, reader_store = ShardMapStore(writer, name), ShardMapStore(reader, name)
+    # The stored map carries its last `history` change records and both sides parse them, so
+    # the latency grows with that cap; 16 keeps every round alike (the default carries up to
+    # the map's history_limit, 1024, which costs ~5-8 ms per change here, see docs/benchmarks.md).
+    writer_store = ShardMapStore(writer, name, history=EPOCH_HISTORY)
+    reader_store = ShardMapStore(reader, name, history=EPOCH_HISTORY)
     assert writer_store.publish(writer_map, 0)
     nodes = iter(range(1, 10**9))
     with reader_store.watch(ShardMap.from_dict(writer_map.to_dict()), poll_interval=60.0) as watcher:
@@ -300,7 +388,7 @@ def test_redis_epoch_change_fastshard(benchmark: Any, redis_env: Any) -> None:
 def test_redis_epoch_change_raw(benchmark: Any, redis_env: Any) -> None:
     import redis
 
-    _, _, raw, ns = redis_env
+    _, _, raw, ns, _ = redis_env
     other = redis.Redis.from_url(REDIS_URL)
     key, channel = f"{ns}:raw-map", f"{ns}:raw-map-changed"
     pubsub = other.pubsub(ignore_subscribe_messages=True)
@@ -335,7 +423,7 @@ def test_postgres_epoch_change_fastshard(benchmark: Any, pg_env: Any) -> None:
 def test_postgres_epoch_change_raw(benchmark: Any, pg_env: Any) -> None:
     import psycopg
 
-    _, _, raw, schema = pg_env
+    _, _, raw, schema, _ = pg_env
     listener = psycopg.connect(PG_DSN, autocommit=True)
     channel = f"{schema}_raw"
     listener.execute(f"LISTEN {channel}")
