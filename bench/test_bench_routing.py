@@ -98,10 +98,11 @@ def _paired_summary(pytestconfig: Any) -> Iterator[None]:
     for name, raw_s, fs_s, pair_ratio in PAIRED:
         table.add_row(name, f"{raw_s * 1e3:.2f}", f"{fs_s * 1e3:.2f}", f"{fs_s / raw_s:.3f}",
                       f"{pair_ratio:.3f}")
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    console = Console(file=reporter._tw if reporter is not None else None, width=110)
-    console.print()
-    console.print(table)
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # module teardown output is otherwise swallowed
+        console = Console(width=110)
+        console.print()
+        console.print(table)
     PAIRED.clear()
 
 
