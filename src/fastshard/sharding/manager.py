@@ -19,6 +19,7 @@ message_type="payments")`` for a type it has never seen plans a :class:`CreateSe
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 import time
@@ -39,6 +40,8 @@ from fastshard.errors import (
 from fastshard.sharding.plan import Action, CreateService, Merge, Plan, Reassign
 from fastshard.sharding.planner import MapView, PlannerConfig, plan_round
 from fastshard.sharding.router import Router, queue_name
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -287,24 +290,27 @@ class ShardManager:
             return m.epoch
         before = set(m.shards)
         new_shards = sorted({a.to_shard for a in plan.actions if isinstance(a, Reassign)} - before)
-        if self.store is not None and plan.message_type is None:
-            # build the next epoch on a copy and publish it first: a lost compare-and-set
-            # changes nothing here (the caller reloads, re-plans and retries)
-            candidate = m.copy()
-            with candidate.batch():
-                _apply_actions(plan.actions, candidate)
-            if not self.store.publish(candidate, m.epoch):
-                raise EpochConflictError(
-                    f"another manager published epoch {m.epoch + 1} of shard map {m.name!r} "
-                    "first; reload it (ShardMapStore.refresh), re-plan and apply again"
-                )
         created: list[str] = []
         try:
+            # Queues first: once the new epoch is visible (locally or through the store),
+            # producers in any process may route to the new shards at once, and a message
+            # published to a queue that does not exist yet could be lost.
             if self.backend is not None:
                 for s in new_shards:
                     q = self._queue(svc, s)
                     self.backend.create_queue(q)
                     created.append(q)
+            if self.store is not None and plan.message_type is None:
+                # build the next epoch on a copy and publish it first: a lost compare-and-set
+                # changes nothing here (the caller reloads, re-plans and retries)
+                candidate = m.copy()
+                with candidate.batch():
+                    _apply_actions(plan.actions, candidate)
+                if not self.store.publish(candidate, m.epoch):
+                    raise EpochConflictError(
+                        f"another manager published epoch {m.epoch + 1} of shard map {m.name!r} "
+                        "first; reload it (ShardMapStore.refresh), re-plan and apply again"
+                    )
             router = svc.router
             if router is not None:
                 with router.resharding(), m.batch():
@@ -316,8 +322,8 @@ class ShardManager:
             for q in created:  # the map change did not happen: take the new queues back
                 try:
                     self.backend.delete_queue(q)  # type: ignore[union-attr]
-                except Exception:  # noqa: BLE001 - the original error matters more
-                    pass
+                except Exception as cleanup:  # noqa: BLE001 - the original error is re-raised
+                    _log.warning("could not delete queue %r after a failed apply: %s", q, cleanup)
             raise
         for a in plan.actions:
             for s in _touched(a):
