@@ -12,7 +12,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 cimport numpy as cnp
 import numpy as np
 
-from fs_keys cimport hash_object
+from fs_keys cimport hash_object, hash_value_arg
 from fs_jump cimport fs_jump_hash, fs_jumpback_hash
 
 from fastshard.errors import InvalidTypeError, InvalidValueError
@@ -21,7 +21,6 @@ cnp.import_array()
 
 cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
-    uint64_t PyLong_AsUnsignedLongLong(object o) except? <uint64_t>-1
     long PyLong_AsLong(object o) except? -1
 
 # Largest bucket count: buckets are int32 everywhere (NumPy int32 results, ring tables).
@@ -82,20 +81,6 @@ def hash_many(keys):
     return out
 
 
-cdef uint64_t _hash_arg(object h) except? 0:
-    """A hash value argument: an int in [0, 2**64)."""
-    if PyLong_CheckExact(h):
-        try:
-            return PyLong_AsUnsignedLongLong(h)  # OverflowError for < 0 and >= 2**64
-        except OverflowError:
-            pass
-    elif isinstance(h, bool) or not isinstance(h, (int, np.integer)):
-        raise InvalidTypeError(f"h must be an int hash value, got {type(h).__name__}")
-    elif 0 <= h <= 0xFFFFFFFFFFFFFFFF:
-        return PyLong_AsUnsignedLongLong(int(h))
-    raise InvalidValueError(f"h must be in [0, 2**64), got {h}")
-
-
 cdef int32_t _bucket_count_arg(object n) except -1:
     cdef long value
     if PyLong_CheckExact(n):
@@ -114,14 +99,14 @@ cdef int32_t _bucket_count_arg(object n) except -1:
 
 def jump_hash(h, n):
     """Lamping & Veach jump consistent hash: bucket in [0, n) of the 64-bit hash `h`."""
-    cdef uint64_t hv = _hash_arg(h)
+    cdef uint64_t hv = hash_value_arg(h)
     cdef int32_t nb = _bucket_count_arg(n)
     return fs_jump_hash(hv, nb)
 
 
 def jumpback_hash(h, n):
     """JumpBackHash (constant expected time, monotone like jump hash): bucket in [0, n)."""
-    cdef uint64_t hv = _hash_arg(h)
+    cdef uint64_t hv = hash_value_arg(h)
     cdef int32_t nb = _bucket_count_arg(n)
     return fs_jumpback_hash(hv, nb)
 
@@ -162,8 +147,10 @@ cpdef object as_hash_array(object hashes):
     return np.ascontiguousarray(arr)
 
 
-def jump_hash_many(hashes, n):
-    """jump_hash over a uint64 array (GIL released); returns an int32 array of buckets."""
+ctypedef void (*bucket_fill_t)(const uint64_t *, int32_t *, Py_ssize_t, int32_t) noexcept nogil
+
+
+cdef cnp.ndarray _buckets_many(object hashes, object n, bucket_fill_t fill):
     cdef int32_t nb = _bucket_count_arg(n)
     cdef cnp.ndarray arr = as_hash_array(hashes)
     cdef cnp.ndarray out = np.empty(arr.shape[0], dtype=np.int32)
@@ -171,18 +158,15 @@ def jump_hash_many(hashes, n):
     cdef int32_t *dst = <int32_t *>cnp.PyArray_DATA(out)
     cdef Py_ssize_t count = arr.shape[0]
     with nogil:
-        jump_many_nogil(src, dst, count, nb)
+        fill(src, dst, count, nb)
     return out
+
+
+def jump_hash_many(hashes, n):
+    """jump_hash over a uint64 array (GIL released); returns an int32 array of buckets."""
+    return _buckets_many(hashes, n, jump_many_nogil)
 
 
 def jumpback_hash_many(hashes, n):
     """jumpback_hash over a uint64 array (GIL released); returns an int32 array of buckets."""
-    cdef int32_t nb = _bucket_count_arg(n)
-    cdef cnp.ndarray arr = as_hash_array(hashes)
-    cdef cnp.ndarray out = np.empty(arr.shape[0], dtype=np.int32)
-    cdef const uint64_t *src = <const uint64_t *>cnp.PyArray_DATA(arr)
-    cdef int32_t *dst = <int32_t *>cnp.PyArray_DATA(out)
-    cdef Py_ssize_t count = arr.shape[0]
-    with nogil:
-        jumpback_many_nogil(src, dst, count, nb)
-    return out
+    return _buckets_many(hashes, n, jumpback_many_nogil)

@@ -20,7 +20,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 cimport numpy as cnp
 import numpy as np
 
-from fs_keys cimport hash_object
+from fs_keys cimport hash_object, hash_value_arg
 
 from fastshard.errors import (
     DuplicateNodeError,
@@ -36,7 +36,6 @@ cnp.import_array()
 
 cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
-    uint64_t PyLong_AsUnsignedLongLong(object o) except? <uint64_t>-1
 
 # Slots per node the table keeps at least: a node's share is placed to within about
 # 1/64 of itself, and 1024 nodes need a 65536-slot (256 KiB) table that stays in L2.
@@ -237,13 +236,7 @@ cdef class Ring:
             if len(ws) != len(names):
                 raise InvalidValueError(
                     f"weights must have one entry per node ({len(names)}), got {len(ws)}")
-        index = {}
-        for i, name in enumerate(names):
-            _check_name(name)
-            if name in index:
-                raise DuplicateNodeError(f"node {name!r} appears twice in nodes")
-            index[name] = i
-            ws[i] = _check_weight(ws[i])
+        index = _index_nodes(names, ws, "nodes")
         cdef Py_ssize_t n_slots = slots_needed(len(names), spn)
         self.slots_per_node = spn
         if not names:
@@ -277,7 +270,7 @@ cdef class Ring:
     def lookup_hash(self, h):
         """Name of the node owning a key whose ``hash_key`` is ``h`` (int in [0, 2**64))."""
         cdef RingTable t = self._table
-        cdef uint64_t hv = _hash_value(h)
+        cdef uint64_t hv = hash_value_arg(h)
         if PyTuple_GET_SIZE(t.names) == 0:
             _raise_empty()
         return <object>PyTuple_GET_ITEM(t.names, ring_node(t._owner, t.shift, hv))
@@ -525,13 +518,7 @@ cdef class Ring:
         if len(raw) != 4 * n_slots:
             raise InvalidValueError(f"state owner must hold {n_slots} int32 slots")
         owner = np.frombuffer(raw, dtype="<i4").astype(np.int32)
-        index = {}
-        for i, name in enumerate(names):
-            _check_name(name)
-            if name in index:
-                raise DuplicateNodeError(f"node {name!r} appears twice in state")
-            index[name] = i
-            weights[i] = _check_weight(weights[i])
+        index = _index_nodes(names, weights, "state")
         if names:
             if owner.min() < 0 or owner.max() >= len(names):
                 raise InvalidValueError("state owner refers to a node that does not exist")
@@ -575,17 +562,16 @@ cdef int _raise_empty() except -1:
     raise EmptyRingError("the ring has no nodes; add one before looking keys up")
 
 
-cdef uint64_t _hash_value(object h) except? 0:
-    if PyLong_CheckExact(h):
-        try:
-            return PyLong_AsUnsignedLongLong(h)  # OverflowError for < 0 and >= 2**64
-        except OverflowError:
-            pass
-    elif isinstance(h, bool) or not isinstance(h, (int, np.integer)):
-        raise InvalidTypeError(f"h must be an int hash value, got {type(h).__name__}")
-    elif 0 <= h <= 0xFFFFFFFFFFFFFFFF:
-        return PyLong_AsUnsignedLongLong(int(h))
-    raise InvalidValueError(f"h must be in [0, 2**64), got {h}")
+cdef dict _index_nodes(list names, list weights, str where):
+    """name -> position, checking every name and weight (weights are normalised in place)."""
+    cdef dict index = {}
+    for i, name in enumerate(names):
+        _check_name(name)
+        if name in index:
+            raise DuplicateNodeError(f"node {name!r} appears twice in {where}")
+        index[name] = i
+        weights[i] = _check_weight(weights[i])
+    return index
 
 
 cdef object _key_sequence(object keys):

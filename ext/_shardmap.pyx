@@ -15,7 +15,7 @@ cimport numpy as cnp
 import numpy as np
 
 from fs_keys cimport (
-    hash_object, fs_xxh3_64, fs_xxh3_64_u64, _int_key_bits, PyUnicode_AsUTF8AndSize,
+    hash_object, hash_value_arg, fs_xxh3_64, fs_xxh3_64_u64, _int_key_bits, PyUnicode_AsUTF8AndSize,
 )
 
 from fastshard.errors import InvalidTypeError, InvalidValueError
@@ -124,15 +124,6 @@ cdef void _fill_radix(int32_t *radix, const uint64_t *starts, Py_ssize_t n, int 
     radix[nb] = <int32_t>(n - 1)
 
 
-cdef inline uint64_t _hash_arg(object h) except? 0xFFFFFFFFFFFFFFFF:
-    # A hash given by the caller: an int in [0, 2**64) (NumPy integers accepted).
-    if isinstance(h, bool) or not isinstance(h, (int, np.integer)):
-        raise InvalidTypeError(f"h must be an int hash in [0, 2**64), got {type(h).__name__}")
-    if h < 0 or h > 0xFFFFFFFFFFFFFFFF:
-        raise InvalidValueError(f"h must be in [0, 2**64), got {h}")
-    return <uint64_t>h
-
-
 cdef cnp.ndarray _as_hash_array(object hashes, str field):
     if not isinstance(hashes, np.ndarray):
         raise InvalidTypeError(
@@ -182,13 +173,13 @@ cdef class ShardMapCore:
     def shard_for_hash(self, h):
         """Shard id owning the 64-bit hash ``h``."""
         cdef SliceTable t = _current(self)
-        cdef uint64_t v = _hash_arg(h)
+        cdef uint64_t v = hash_value_arg(h)
         return t.shard_names[t._slice_shard[find_slice(t._starts, t._radix, t._shift, v)]]
 
     def slice_for_hash(self, h):
         """Index (into ``slices``) of the slice containing hash ``h``."""
         cdef SliceTable t = _current(self)
-        cdef uint64_t v = _hash_arg(h)
+        cdef uint64_t v = hash_value_arg(h)
         return find_slice(t._starts, t._radix, t._shift, v)
 
     def slices_for_many(self, hashes):

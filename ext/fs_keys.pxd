@@ -68,3 +68,26 @@ cdef inline int _raise_key_type(object key) except -1:
     from fastshard.errors import InvalidTypeError
     raise InvalidTypeError(
         f"key must be str, bytes or int, got {type(key).__name__}")
+
+
+cdef extern from "Python.h":
+    uint64_t PyLong_AsUnsignedLongLong(object o) except? <uint64_t>-1
+
+
+cdef inline uint64_t hash_value_arg(object h) except? 0:
+    """A pre-computed hash given by the caller: an int in [0, 2**64) (NumPy integers too)."""
+    if PyLong_CheckExact(h):
+        try:
+            return PyLong_AsUnsignedLongLong(h)  # OverflowError for < 0 and >= 2**64
+        except OverflowError:
+            pass
+    else:
+        import numpy
+        if isinstance(h, bool) or not isinstance(h, (int, numpy.integer)):
+            from fastshard.errors import InvalidTypeError
+            raise InvalidTypeError(
+                f"h must be an int hash value in [0, 2**64), got {type(h).__name__}")
+        if 0 <= h <= 0xFFFFFFFFFFFFFFFF:
+            return PyLong_AsUnsignedLongLong(int(h))
+    from fastshard.errors import InvalidValueError
+    raise InvalidValueError(f"h must be in [0, 2**64), got {h}")
