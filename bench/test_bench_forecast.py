@@ -299,7 +299,7 @@ def _plot(name: str, results: list[ev.Result]) -> None:
     except ImportError:  # the report extra is optional
         return
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(results)))
-    names = [r.method for r in results]
+    names = [f"{r.method} ({r.n_series} series)" for r in results]
     vals = [r.mase for r in results]
     colors = ["tab:blue" if n.startswith("fastshard") else "tab:gray" for n in names]
     ax.barh(names, vals, color=colors)

@@ -14,13 +14,20 @@ from typing import Any
 import numpy as np
 
 from fastshard.errors import InvalidTypeError, InvalidValueError, check_finite, check_int
+from fastshard.forecast._checks import (
+    as_vector,
+    check_groups,
+    check_hw_sets,
+    check_lags,
+    check_positive_float,
+    check_seasons,
+)
 from fastshard.forecast._holtwinters import hw_cycle_init, hw_predict, hw_update
 from fastshard.forecast._naive import naive_predict, naive_predict1, naive_push
-from fastshard.forecast._rls import MAX_FEATURES, rls_predict, rls_update
+from fastshard.forecast._rls import rls_predict, rls_update
 from fastshard.forecast._select import blend_reported, model_weights, track
 
 MODELS = ("auto", "select", "naive", "holtwinters", "ar")
-MAX_SEASON = 100_000
 MAX_HORIZON = 100_000
 STATE_VERSION = 1
 # Gaussian factor turning a mean absolute error into a standard deviation (sqrt(pi / 2))
@@ -90,20 +97,20 @@ class Forecaster:
         groups: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         n = check_int("n_series", n_series, 0, 10_000_000)
-        seasons = _check_seasons(season_lengths)
+        seasons = check_seasons(season_lengths)
         if not isinstance(model, str) or model not in MODELS:
             raise InvalidValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
-        step_s = None if step is None else _check_positive_float("step", step)
-        sets = _check_hw_sets(hw_sets)
-        lags = _check_lags(ar_lags, seasons)
+        step_s = None if step is None else check_positive_float("step", step)
+        sets = check_hw_sets(hw_sets)
+        lags = check_lags(ar_lags, seasons)
         lam = check_finite("forgetting", forgetting)
         if not 0.9 < lam <= 1.0:
             raise InvalidValueError(f"forgetting must be in (0.9, 1], got {forgetting}")
         if error_halflife is None:
             halflife = float(max(24, seasons[-1] if seasons else 24))
         else:
-            halflife = _check_positive_float("error_halflife", error_halflife)
-        group_arr = _check_groups(groups, n)
+            halflife = check_positive_float("error_halflife", error_halflife)
+        group_arr = check_groups(groups, n)
 
         self._model = model
         self._step = step_s
@@ -238,8 +245,8 @@ class Forecaster:
         sent none). It is scored against what then arrives and blended into ``predict``'s first
         step with a weight learned from that track record.
         """
-        y = _as_vector("values", values, self._n, allow_nan=True)
-        rep = None if reported is None else _as_vector("reported", reported, self._n, allow_nan=True)
+        y = as_vector("values", values, self._n, allow_nan=True)
+        rep = None if reported is None else as_vector("reported", reported, self._n, allow_nan=True)
         a = self._a
         f1 = self._f1
         c = self._clock
@@ -299,7 +306,7 @@ class Forecaster:
         n = self._n
         c = self._clock
         acc = np.zeros((h, n))
-        used = w.any(axis=1)
+        used = np.asarray(w.any(axis=1), dtype=np.bool_)
         if used[0]:
             naive_predict(a["ring"], a["last"], c, w[0], acc)
         for k in range(self._K):
@@ -434,77 +441,3 @@ class Forecaster:
         f._a = loaded
         f._clock = clock
         return f
-
-
-# ---------------------------------------------------------------------- validation helpers
-def _check_positive_float(name: str, value: Any) -> float:
-    v = check_finite(name, value)
-    if v <= 0:
-        raise InvalidValueError(f"{name} must be > 0, got {value!r}")
-    return v
-
-
-def _check_seasons(season_lengths: Any) -> tuple[int, ...]:
-    if isinstance(season_lengths, (str, bytes)) or not isinstance(season_lengths, Sequence):
-        raise InvalidTypeError(
-            f"season_lengths must be a sequence of ints, got {type(season_lengths).__name__}"
-        )
-    out = sorted({check_int("season_lengths[]", s, 2, MAX_SEASON) for s in season_lengths})
-    if len(out) > 4:
-        raise InvalidValueError(f"season_lengths must have at most 4 seasons, got {len(out)}")
-    return tuple(out)
-
-
-def _check_hw_sets(sets: Any) -> tuple[tuple[float, float, float, float], ...]:
-    try:
-        rows = [tuple(s) for s in sets]
-    except TypeError:
-        raise InvalidTypeError("hw_sets must be a sequence of (alpha, beta, phi, gamma)") from None
-    if not 1 <= len(rows) <= 8:
-        raise InvalidValueError(f"hw_sets must hold 1-8 parameter sets, got {len(rows)}")
-    out = []
-    for r in rows:
-        if len(r) != 4:
-            raise InvalidValueError(f"each hw_sets entry must be (alpha, beta, phi, gamma), got {r!r}")
-        alpha, beta, phi, gamma = (check_finite("hw_sets[]", x) for x in r)
-        if not (0 < alpha <= 1 and 0 <= beta <= 1 and 0 < phi <= 1 and 0 <= gamma <= 1):
-            raise InvalidValueError(
-                "hw_sets entries need alpha in (0, 1], beta in [0, 1], phi in (0, 1], gamma in "
-                f"[0, 1]; got {r!r}"
-            )
-        out.append((alpha, beta, phi, gamma))
-    return tuple(out)
-
-
-def _check_lags(ar_lags: Any, seasons: tuple[int, ...]) -> tuple[int, ...]:
-    if ar_lags is None:
-        lags = [1, 2]  # measured best on the pedestrian windows among (1), (1,2), (1,24), (1,2,24)
-    else:
-        lags = [check_int("ar_lags[]", x, 1, MAX_SEASON) for x in ar_lags]
-    lags = sorted(set(lags))
-    if not 1 <= len(lags) <= MAX_FEATURES:
-        raise InvalidValueError(f"ar_lags must hold 1-{MAX_FEATURES} distinct lags, got {len(lags)}")
-    return tuple(lags)
-
-
-def _check_groups(groups: Any, n: int) -> np.ndarray:
-    if groups is None:
-        return np.full(n, -1, dtype=np.int64)
-    arr = np.asarray(groups)
-    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidValueError(f"groups must be {n} integer labels (-1 = none), got shape {arr.shape}")
-    if (arr < -1).any():
-        raise InvalidValueError("groups labels must be >= -1")
-    return arr.astype(np.int64)
-
-
-def _as_vector(name: str, values: Any, n: int, *, allow_nan: bool) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidTypeError(f"{name} must be an array of {n} numbers") from None
-    if arr.shape != (n,):
-        raise InvalidValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    if np.isinf(arr).any() or (not allow_nan and np.isnan(arr).any()):
-        raise InvalidValueError(f"{name} must be finite numbers (NaN = missing), got inf")
-    return np.ascontiguousarray(arr)

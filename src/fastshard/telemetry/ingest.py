@@ -39,8 +39,8 @@ def publish_records(backend: Backend, queue: str, records: Sequence[Record]) -> 
     All records are encoded before anything is sent (nothing half-published on bad input).
     """
     validate_name("queue", queue)
-    items = [(encode_record(r), r) for r in records]  # encode (and type-check) all first
-    items = [(_key_of(r), data) for data, r in items]
+    encoded = [(encode_record(r), r) for r in records]  # encode (and type-check) all first
+    items: list[tuple[bytes | str, bytes | str]] = [(_key_of(r), data) for data, r in encoded]
     return backend.publish_batch(queue, items)
 
 

@@ -212,6 +212,7 @@ def record_from_dict(d: Any) -> Record:
     kind = d.get("kind")
     if kind is None:
         kind = "service" if "service" in d else "region" if "region" in d else None
+    cls: type[ServiceRecord] | type[RegionRecord]
     if kind == "service":
         allowed, required, cls = _SERVICE_FIELDS, _SERVICE_REQUIRED, ServiceRecord
     elif kind == "region":
@@ -232,4 +233,4 @@ def record_from_dict(d: Any) -> Record:
         if f not in d:
             raise RecordError(MISSING_FIELD, f"field {f!r} is required in a {kind} record")
     kwargs = {k: v for k, v in d.items() if k != "kind"}
-    return cls(**kwargs)  # type: ignore[arg-type]
+    return cls(**kwargs)
