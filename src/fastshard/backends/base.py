@@ -259,7 +259,7 @@ class Backend(abc.ABC):
                 k, v = item
                 if (type(k) is bytes and type(v) is bytes
                         and len(k) <= MAX_KEY_BYTES and len(v) <= max_value):
-                    append(item)
+                    append((k, v))
                     continue
             append(self._checked_item(len(batch), item, max_value))
         if not batch:
