@@ -38,6 +38,10 @@ class DuplicateNodeError(InvalidValueError):
     """A node (or shard) name that is already present was added again."""
 
 
+class UnknownQueueError(InvalidValueError):
+    """A queue (shard) that does not exist was named: never created, or deleted meanwhile."""
+
+
 class EpochConflictError(FastshardError):
     """A compare-and-set on a versioned object lost: someone else wrote that epoch first."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from fastshard.backends.base import Backend, LeaseInfo, Message, Subscription, Versioned
 from fastshard.backends.plugins import hookimpl
-from fastshard.errors import InvalidValueError, check_finite
+from fastshard.errors import InvalidValueError, UnknownQueueError, check_finite
 
 
 @dataclass(slots=True)
@@ -96,7 +96,7 @@ class MemoryBackend(Backend):
         if q is None:
             # Publishing or reading a queue that was never created is a caller bug (e.g. a
             # router with a stale map); say so rather than invent the queue.
-            raise InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
+            raise UnknownQueueError(f"queue {queue!r} does not exist; create_queue it first")
         return q
 
     def _publish_batch(

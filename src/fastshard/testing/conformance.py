@@ -228,6 +228,10 @@ class BackendConformance:
         backend.delete_queue(q)
         backend.delete_queue(q)  # idempotent
         assert q not in backend.list_queues()
+        # publishing to a deleted shard must fail loudly (a router with a stale map must
+        # not lose the message into a queue nobody reads)
+        with pytest.raises(InvalidValueError, match="does not exist"):
+            backend.publish(q, b"k", b"v")
 
     def test_resharding_loses_nothing_and_keeps_per_key_order(self, backend: Backend) -> None:
         """Random split/isolate/merge/move plans while producers publish through the Router

@@ -24,7 +24,7 @@ from pika.exceptions import (
 )
 
 from fastshard.backends.retry import call_with_retry
-from fastshard.errors import BackendError
+from fastshard.errors import BackendError, UnknownQueueError
 
 T = TypeVar("T")
 
@@ -99,6 +99,8 @@ class Link:
                 except ChannelClosedByBroker as exc:
                     if not aside:
                         self.channel = None  # the broker closed it; the connection lives on
+                    if exc.reply_code == 404:  # NOT_FOUND: the queue was never made or is gone
+                        raise UnknownQueueError(f"{what}: {exc.reply_text}") from exc
                     raise BackendError(f"{what}: the broker refused: {exc.reply_text}") from exc
                 except CONNECTION_ERRORS:
                     self.reset()
