@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastshard.forecast._holtwinters import hw_cycle_init, hw_predict, hw_update
-from fastshard.forecast._naive import naive_predict, naive_predict1, naive_push
+from fastshard.forecast._naive import naive_predict, naive_step
 from fastshard.forecast._rls import rls_predict, rls_update
-from fastshard.forecast._select import blend_reported, model_weights, track
+from fastshard.forecast._select import blend_reported, model_weights, track_reported
 
 SEASONS = [(), (3,), (4,), (2, 5), (3, 7)]
 EXAMPLES = settings(max_examples=150, deadline=None)
@@ -48,27 +48,39 @@ def naive_twin_predict(ring, last, clock, h):
     return out
 
 
+def score_twin(es, ew, y, f, decay):
+    """Decayed sums of |error| and weight; unchanged where the value or forecast is missing."""
+    es, ew = es.copy(), ew.copy()
+    for i in range(len(y)):
+        if not (math.isnan(y[i]) or math.isnan(f[i])):
+            es[i] = decay * es[i] + abs(y[i] - f[i])
+            ew[i] = decay * ew[i] + 1
+    return es, ew
+
+
 @EXAMPLES
 @given(seed=st.integers(0, 2**32 - 1), L=st.integers(1, 6), n=st.integers(1, 4),
-       steps=st.integers(0, 20), h=st.integers(1, 9))
-def test_naive_kernels_match_twin(seed, L, n, steps, h):
+       steps=st.integers(0, 20), h=st.integers(1, 9), decay=st.floats(0.5, 0.999))
+def test_naive_kernels_match_twin(seed, L, n, steps, h, decay):
     rng = np.random.default_rng(seed)
     ring = np.full((L, n), np.nan)
     last = np.full(n, np.nan)
+    es, ew = np.zeros(n), np.zeros(n)
     twin_hist: list[list[float]] = [[] for _ in range(n)]  # every value seen, by step
     for clock in range(steps):
         y = values(rng, n)
-        f1 = np.empty(n)
-        naive_predict1(ring, last, clock, f1)
+        want_f = np.empty(n)
         for i in range(n):
             # twin: the latest observed value at the same phase, else the latest observed
             same_phase = [v for t, v in enumerate(twin_hist[i]) if t % L == clock % L
                           and not math.isnan(v)]
             seen = [v for v in twin_hist[i] if not math.isnan(v)]
-            want = same_phase[-1] if same_phase else (seen[-1] if seen else math.nan)
-            close([f1[i]], [want])
+            want_f[i] = same_phase[-1] if same_phase else (seen[-1] if seen else math.nan)
             twin_hist[i].append(y[i])
-        naive_push(ring, last, clock, y)
+        want_es, want_ew = score_twin(es, ew, y, want_f, decay)
+        naive_step(ring, last, clock, y, es, ew, decay)
+        close(es, want_es)
+        close(ew, want_ew)
     acc = np.zeros((h, n))
     naive_predict(ring, last, steps, np.ones(n), acc)
     close(acc, naive_twin_predict(ring, last, steps, h))
@@ -140,10 +152,15 @@ def test_hw_update_matches_twin(seed, seasons, n, K, clock, steady):
     y = values(rng, n)
     want = hw_twin_update(y, clock, n_obs, prior, level, trend, seas, L, off, alpha, beta, phi,
                           gamma)
-    f1 = np.empty((K, n))
-    hw_update(y, clock, n_obs, prior, level, trend, seas, L, off, alpha, beta, phi, gamma, f1)
-    for got, exp in zip((level, trend, seas, f1), want, strict=True):
+    es, ew = rng.uniform(0, 50, (K, n)), rng.uniform(0, 5, (K, n))
+    want_scores = [score_twin(es[k], ew[k], y, want[3][k], 0.9) for k in range(K)]
+    hw_update(y, clock, n_obs, prior, level, trend, seas, L, off, alpha, beta, phi, gamma,
+              es, ew, 0.9)
+    for got, exp in zip((level, trend, seas), want[:3], strict=True):
         close(got, exp)
+    for k in range(K):
+        close(es[k], want_scores[k][0])
+        close(ew[k], want_scores[k][1])
 
 
 @EXAMPLES
@@ -271,12 +288,17 @@ def test_rls_update_matches_twin(seed, n, L, lags, clock):
     want = rls_twin_update(y, base_row, zpast, lags_arr, theta, P, scale, n_obs, lam, p0)
     f1 = np.empty(n)
     work = np.empty((2 * p + 3, n))
-    rls_update(y, ring, clock, n_obs, lags_arr, theta, P, zring, scale, lam, p0, f1, work)
+    es, ew = rng.uniform(0, 50, n), rng.uniform(0, 5, n)
+    want_es, want_ew = score_twin(es, ew, y, want[3], 0.8)
+    rls_update(y, ring, clock, n_obs, lags_arr, theta, P, zring, scale, lam, p0, f1, work,
+               es, ew, 0.8)
     close(theta, want[0])
     close(P, want[1])
     close(scale, want[2])
     close(f1, want[3])
     close(zring[clock % Z], want[4])
+    close(es, want_es)
+    close(ew, want_ew)
 
 
 @EXAMPLES
@@ -318,33 +340,20 @@ def test_rls_predict_matches_twin(seed, n, L, lags, clock, h, explosive):
 
 # ---------------------------------------------------------------------------- selection
 @EXAMPLES
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 4), M=st.integers(1, 5),
-       decay=st.floats(0.5, 0.999))
-def test_track_matches_twin(seed, n, M, decay):
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 4), decay=st.floats(0.5, 0.999))
+def test_track_reported_matches_twin(seed, n, decay):
     rng = np.random.default_rng(seed)
     y = values(rng, n)
-    f1 = rng.normal(50, 20, (M, n))
-    f1[rng.random((M, n)) < 0.2] = np.nan
-    es, ew = rng.uniform(0, 50, (M, n)), rng.uniform(0, 5, (M, n))
     rep = rng.normal(50, 20, n)
     rep[rng.random(n) < 0.5] = np.nan
     rs, rw = rng.uniform(0, 50, n), rng.uniform(0, 5, n)
     n_obs = rng.integers(0, 10, n).astype(np.int64)
-    allowed = rng.random(M) < 0.7
-    exp = [a.copy() for a in (es, ew, rs, rw, n_obs)]
-    for i in range(n):
-        if not math.isnan(y[i]):
-            exp[4][i] += 1
-        for m in range(M):
-            if allowed[m] and not (math.isnan(y[i]) or math.isnan(f1[m, i])):
-                exp[0][m, i] = decay * es[m, i] + abs(y[i] - f1[m, i])
-                exp[1][m, i] = decay * ew[m, i] + 1
-        if not (math.isnan(y[i]) or math.isnan(rep[i])):
-            exp[2][i] = decay * rs[i] + abs(y[i] - rep[i])
-            exp[3][i] = decay * rw[i] + 1
-    track(y, f1, allowed, es, ew, decay, rep, rs, rw, n_obs)
-    for got, want in zip((es, ew, rs, rw, n_obs), exp, strict=True):
-        close(got, want)
+    want_rs, want_rw = score_twin(rs, rw, y, rep, decay)
+    want_obs = n_obs + ~np.isnan(y)
+    track_reported(y, decay, rep, rs, rw, n_obs)
+    close(rs, want_rs)
+    close(rw, want_rw)
+    close(n_obs, want_obs)
 
 
 @EXAMPLES

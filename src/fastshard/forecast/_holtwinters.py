@@ -48,8 +48,12 @@ def _warm_until(alpha, beta, gamma, seas_len):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def hw_update(y, clock, n_obs, season_prior, level, trend, seas, seas_len, seas_off,
-              alpha, beta, phi, gamma, f1):  # pragma: no cover - compiled
-    """Absorb step ``clock``'s values ``y``; ``f1[k, i]`` receives the forecast made before.
+              alpha, beta, phi, gamma, err_sum, err_wt, decay):  # pragma: no cover - compiled
+    """Absorb step ``clock``'s values ``y``, scoring the forecast each set made of it.
+
+    ``err_sum[k]``/``err_wt[k]``: set ``k``'s decayed sums of absolute one-step error and of
+    weight (see ``_select``), advanced for every series that had a forecast (``n_obs > 0``)
+    and a value; scoring inside the update saves a pass over stored forecasts.
 
     ``n_obs`` (observations so far, per series) is read, not advanced: the caller advances it
     once after every model has been updated.
@@ -80,7 +84,8 @@ def hw_update(y, clock, n_obs, season_prior, level, trend, seas, seas_len, seas_
         ph = phi[k]
         lev = level[k]
         tre = trend[k]
-        out = f1[k]
+        es = err_sum[k]
+        ew = err_wt[k]
         steady = min_obs >= warm[k]
         g0 = gamma[k, 0] if S > 0 else 0.0
         g1 = gamma[k, 1] if S > 1 else 0.0
@@ -99,9 +104,12 @@ def hw_update(y, clock, n_obs, season_prior, level, trend, seas, seas_len, seas_
                 lv = lev[i]
                 tr = ph * tre[i]
                 f = lv + tr + ssum
-                out[i] = f
                 e = y[i] - f
-                if e != e:  # missing value
+                d = abs(e)
+                ok = d == d
+                es[i] = decay * es[i] + d if ok else es[i]
+                ew[i] = decay * ew[i] + 1.0 if ok else ew[i]
+                if not ok:  # missing value
                     e = 0.0
                 lev[i] = lv + tr + a0 * e
                 tre[i] = tr + b0 * e
@@ -118,8 +126,11 @@ def hw_update(y, clock, n_obs, season_prior, level, trend, seas, seas_len, seas_
             tr = ph * tre[i]
             f = lv + tr + ssum
             obs = n_obs[i]
-            out[i] = f if obs > 0 else np.nan
             e = y[i] - f
+            d = abs(e)
+            ok = d == d and obs > 0
+            es[i] = decay * es[i] + d if ok else es[i]
+            ew[i] = decay * ew[i] + 1.0 if ok else ew[i]
             if e != e:
                 e = 0.0
             fo = float(obs)

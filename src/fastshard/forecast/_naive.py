@@ -13,30 +13,30 @@ back to ``last``, the most recent observed value of the series.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def naive_push(ring, last, clock, y):  # pragma: no cover - compiled
-    """Record step ``clock``'s values ``y`` (NaN = missing) in the ring and in ``last``."""
+def naive_step(ring, last, clock, y, err_sum, err_wt, decay):  # pragma: no cover - compiled
+    """Score the seasonal naive forecast of step ``clock`` against ``y``, then record ``y``.
+
+    The forecast is the ring's value at this phase (the latest observed one), else ``last``.
+    Scoring keeps decayed sums of absolute error and of weight (see ``_select``); a missing
+    value or a series never seen is not scored. A missing value leaves the ring untouched.
+    """
     L = ring.shape[0]
-    slot = clock % L
+    row = ring[clock % L]
     for i in range(y.shape[0]):
-        v = y[i]
-        if not np.isnan(v):
-            ring[slot, i] = v
-            last[i] = v
-
-
-@njit(cache=True, nogil=True)
-def naive_predict1(ring, last, clock, out):  # pragma: no cover - compiled
-    """Seasonal naive forecast of step ``clock`` (the next one), for every series."""
-    L = ring.shape[0]
-    slot = clock % L
-    for i in range(ring.shape[1]):
-        v = ring[slot, i]
-        out[i] = last[i] if np.isnan(v) else v
+        v = row[i]
+        f = last[i] if v != v else v
+        yi = y[i]
+        d = abs(yi - f)
+        ok = d == d
+        err_sum[i] = decay * err_sum[i] + d if ok else err_sum[i]
+        err_wt[i] = decay * err_wt[i] + 1.0 if ok else err_wt[i]
+        if yi == yi:
+            row[i] = yi
+            last[i] = yi
 
 
 @njit(cache=True, nogil=True)

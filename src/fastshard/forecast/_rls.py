@@ -26,9 +26,10 @@ MAX_FEATURES = 8
 
 
 @njit(cache=True, nogil=True)
-def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1, work):
-    # pragma: no cover - compiled
-    """Absorb step ``clock``; ``f1[i]`` receives the one-step forecast made before (NaN if none).
+def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1, work,
+               err_sum, err_wt, decay):  # pragma: no cover - compiled
+    """Absorb step ``clock``; ``f1[i]`` receives the one-step forecast made before (NaN if none),
+    which is also scored into ``err_sum``/``err_wt`` (decayed sums, see ``_select``).
 
     Must run *before* the seasonal ring is overwritten with step ``clock``'s values.
     ``work`` is scratch of shape ``(2 * p + 3, n)``. Each stage is a pass over all series
@@ -45,7 +46,7 @@ def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1,
     inv_lam = 1.0 / lam
     if p == 2:
         _rls_update2(y, base_row, out_row, zring, clock, n_obs, lags, theta, P, scale, lam,
-                     p0, f1)
+                     p0, f1, err_sum, err_wt, decay)
         return
     x = work[:p]
     px = work[p : 2 * p]
@@ -113,6 +114,11 @@ def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1,
             for i in range(n):
                 upd = (pr[i] - pm[i] * inv_d[i] * pq[i]) * inv_lam
                 pr[i] = upd if learn[i] > 0.0 else pr[i]
+    for i in range(n):
+        d = abs(y[i] - f1[i])
+        ok = d == d
+        err_sum[i] = decay * err_sum[i] + d if ok else err_sum[i]
+        err_wt[i] = decay * err_wt[i] + 1.0 if ok else err_wt[i]
     for m in range(p):
         diag = P[m, m]
         for i in range(n):
@@ -126,7 +132,7 @@ def rls_update(y, ring, clock, n_obs, lags, theta, P, zring, scale, lam, p0, f1,
 
 @njit(cache=True, nogil=True)
 def _rls_update2(y, base_row, out_row, zring, clock, n_obs, lags, theta, P, scale, lam, p0,
-                 f1):  # pragma: no cover - compiled
+                 f1, err_sum, err_wt, decay):  # pragma: no cover - compiled
     """``rls_update`` for two lags (the default), fused into one branch-free pass per series.
 
     Same arithmetic as the general stages, with the 2x2 matrix held in scalars, so the whole
@@ -160,7 +166,12 @@ def _rls_update2(y, base_row, out_row, zring, clock, n_obs, lags, theta, P, scal
         z = y[i] - base
         out_row[i] = z
         ok = z == z and pos
-        f1[i] = base + zh * sc if base == base and pos else np.nan
+        fc = base + zh * sc if base == base and pos else np.nan
+        f1[i] = fc
+        d = abs(y[i] - fc)
+        scored = d == d
+        err_sum[i] = decay * err_sum[i] + d if scored else err_sum[i]
+        err_wt[i] = decay * err_wt[i] + 1.0 if scored else err_wt[i]
         w = max(0.02, 1.0 / (n_obs[i] + 1.0))
         az = abs(z)
         if z == z:

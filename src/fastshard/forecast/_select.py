@@ -1,9 +1,9 @@
 """Scoring the models, weighting them per series, and the service-reported forecast blend.
 
-Every model in the bank makes a one-step forecast before each update; ``track`` compares them
-with what arrived and keeps, per model and series, an exponentially weighted mean absolute
+Every model in the bank makes a one-step forecast before each update, and its kernel scores
+it against what arrived, keeping per model and series an exponentially weighted mean absolute
 error -- a rolling out-of-sample error, since each forecast was made before its value was
-seen. ``model_weights`` turns those errors into per-series weights: inverse-MSE combination
+seen; ``track_reported`` does the same for the services' own forecasts. ``model_weights`` turns those errors into per-series weights: inverse-MSE combination
 (Bates & Granger 1969, the rolling MAE standing in for the RMSE) or a one-hot choice of the
 best model; each model's predict kernel adds its weighted forecasts into one buffer.
 
@@ -19,31 +19,18 @@ NAIVE = 0
 
 
 @njit(cache=True, nogil=True)
-def track(y, f1, allowed, err_sum, err_wt, decay, rep_pending, rep_sum, rep_wt, n_obs):
+def track_reported(y, decay, rep_pending, rep_sum, rep_wt, n_obs):
     # pragma: no cover - compiled
-    """Score the one-step forecasts ``f1 (M, n)`` and the service's ``rep_pending (n,)``.
+    """Score the services' own forecasts ``rep_pending`` of this step; advance ``n_obs``.
 
-    The rolling error is kept as two exponentially decayed sums, of ``|error|`` and of weight
-    (``sum <- decay * sum + |e|``, ``wt <- decay * wt + 1``): their ratio is the EWMA of the
-    absolute error with the start-up bias removed (the first errors are simply averaged), and
-    ``wt`` measures the track record. Models not ``allowed`` are not scored (their
-    kernels did not run). No branches on the data (a missing value or forecast is a
-    NaN distance, which selects "no change"), so the loops vectorise. Advances ``n_obs``.
+    The rolling error, for the services here and for every model in its own kernel, is kept
+    as two exponentially decayed sums, of ``|error|`` and of weight (``sum <- decay * sum +
+    |e|``, ``wt <- decay * wt + 1``): their ratio is the EWMA of the absolute error with the
+    start-up bias removed (the first errors are simply averaged), and ``wt`` measures the
+    track record. No branches on the data (a missing value or forecast is a NaN distance,
+    which selects "no change"), so the loops vectorise.
     """
-    M = f1.shape[0]
-    n = y.shape[0]
-    for m in range(M):
-        if not allowed[m]:
-            continue
-        fm = f1[m]
-        es = err_sum[m]
-        ew = err_wt[m]
-        for i in range(n):
-            d = abs(y[i] - fm[i])
-            ok = d == d
-            es[i] = decay * es[i] + d if ok else es[i]
-            ew[i] = decay * ew[i] + 1.0 if ok else ew[i]
-    for i in range(n):
+    for i in range(y.shape[0]):
         v = y[i]
         n_obs[i] += 1 if v == v else 0
         d = abs(v - rep_pending[i])
