@@ -70,3 +70,30 @@ def test_capabilities_gate_operations():
         b.kv_set("k", b"v")
     with pytest.raises(UnsupportedOperationError, match="not 'counters'"):
         b.counter_add("c", 1)
+
+
+def test_a_backend_must_implement_every_family_it_declares():
+    from fastshard.backends.base import Backend
+
+    with pytest.raises(TypeError, match=r"does not implement \['_counter_add'\]"):
+
+        class Incomplete(Backend):
+            name = "incomplete"
+            capabilities = frozenset({"counters"})
+
+
+def test_outage_backend_refuses_while_down_and_heals():
+    from fastshard.errors import BackendUnavailableError
+    from fastshard.testing.faults import OutageBackend
+
+    link = OutageBackend(MemoryBackend())
+    link.create_queue("q")
+    link.publish("q", b"k", b"before")
+    link.down = True
+    with pytest.raises(BackendUnavailableError, match="injected outage: publish_batch"):
+        link.publish("q", b"k", b"lost?")
+    with pytest.raises(BackendUnavailableError):
+        link.counter_add("c", 1)
+    link.down = False
+    assert [m.value for m in link.consume("q", "g", max_messages=10)] == [b"before"]
+    assert link.refused == 2

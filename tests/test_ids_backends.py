@@ -15,40 +15,10 @@ import pytest
 
 from fastshard import backends
 from fastshard.backends.base import Backend
-from fastshard.errors import BackendUnavailableError, LeaseLostError
+from fastshard.errors import LeaseLostError
 from fastshard.ids import Coordinator, IdGenerator, parse
+from fastshard.testing.faults import OutageBackend
 from fastshard.testing.servers import require_server
-
-
-class SwitchableBackend(Backend):
-    """Forwards kv/counter/lease calls to ``inner`` unless ``down`` (an injected partition).
-
-    (A copy of the one in test_ids_faults.py: test modules are imported in importlib mode
-    and cannot import each other.)
-    """
-
-    name = "switchable"
-    capabilities = frozenset({"kv", "counters", "leases"})
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.down = False
-
-
-def _forward(method: str):
-    public = method.lstrip("_")
-
-    def call(self: SwitchableBackend, *args, **kwargs):
-        if self.down:
-            raise BackendUnavailableError(f"injected partition: {public} refused")
-        return getattr(self.inner, public)(*args, **kwargs)
-
-    return call
-
-
-for _m in Backend.__abstractmethods__:
-    setattr(SwitchableBackend, _m, _forward(_m))
-SwitchableBackend.__abstractmethods__ = frozenset()
 
 
 def assert_unique_and_k_sorted(per_thread: list[list[int]]) -> None:
@@ -124,7 +94,7 @@ def test_generators_on_separate_connections_sharing_a_host_id(connect, namespace
 
 
 def test_failover_and_fencing_on_the_server(connect, namespace) -> None:
-    link_a = SwitchableBackend(connect())
+    link_a = OutageBackend(connect())
     a = IdGenerator(12, coordinator=Coordinator(link_a, namespace=namespace), owner="host-a",
                     lease_ttl=0.6, min_block=64, max_block=64, max_wait=0.2)
     ids_a = a.next_ids(300).tolist()

@@ -13,39 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from fastshard.backends.base import Backend
 from fastshard.backends.memory import MemoryBackend
 from fastshard.errors import BackendUnavailableError, IdExhaustedError, LeaseLostError
 from fastshard.ids import Coordinator, IdGenerator, parse
-
-
-class SwitchableBackend(Backend):
-    """Forwards kv/counter/lease calls to ``inner`` unless ``down`` (an injected outage)."""
-
-    name = "switchable"
-    capabilities = frozenset({"kv", "counters", "leases"})
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.down = False
-        self.refused = 0
-
-
-def _forward(method: str):
-    public = method.lstrip("_")
-
-    def call(self: SwitchableBackend, *args, **kwargs):
-        if self.down:
-            self.refused += 1
-            raise BackendUnavailableError(f"injected outage: {public} refused")
-        return getattr(self.inner, public)(*args, **kwargs)
-
-    return call
-
-
-for _m in Backend.__abstractmethods__:
-    setattr(SwitchableBackend, _m, _forward(_m))
-SwitchableBackend.__abstractmethods__ = frozenset()
+from fastshard.testing.faults import OutageBackend
 
 
 def assert_unique_and_k_sorted(per_thread: list[list[int]]) -> None:
@@ -84,7 +55,7 @@ def test_many_threads_small_blocks_no_duplicates() -> None:
 
 
 def test_coordinator_unreachable_for_a_while_issuance_pauses_then_resumes() -> None:
-    backend = SwitchableBackend(MemoryBackend())
+    backend = OutageBackend(MemoryBackend())
     gen = IdGenerator(2, coordinator=Coordinator(backend), min_block=256, max_block=256,
                       lease_ttl=5.0, max_wait=2.0)
     stop = time.monotonic() + 1.2
@@ -114,7 +85,7 @@ def test_coordinator_unreachable_for_a_while_issuance_pauses_then_resumes() -> N
 
 
 def test_outage_longer_than_max_wait_raises_clearly_and_recovers() -> None:
-    backend = SwitchableBackend(MemoryBackend())
+    backend = OutageBackend(MemoryBackend())
     gen = IdGenerator(3, coordinator=Coordinator(backend), min_block=16, max_block=16,
                       max_wait=0.3, background=False)
     before = gen.next_ids(16).tolist()
@@ -129,7 +100,7 @@ def test_outage_longer_than_max_wait_raises_clearly_and_recovers() -> None:
 
 
 def test_lease_lapse_stops_issuance_even_with_ids_in_hand_then_renewal_resumes() -> None:
-    backend = SwitchableBackend(MemoryBackend())
+    backend = OutageBackend(MemoryBackend())
     gen = IdGenerator(4, coordinator=Coordinator(backend), min_block=100_000, lease_ttl=0.4,
                       max_wait=0.2)
     ids = gen.next_ids(10).tolist()
@@ -150,7 +121,7 @@ def test_lease_lapse_stops_issuance_even_with_ids_in_hand_then_renewal_resumes()
 
 def test_failover_to_standby_while_old_host_comes_back() -> None:
     shared = MemoryBackend()
-    link_a = SwitchableBackend(shared)
+    link_a = OutageBackend(shared)
     a = IdGenerator(5, coordinator=Coordinator(link_a), owner="host-a", lease_ttl=0.6,
                     min_block=64, max_block=64, max_wait=0.2)
     ids_a = a.next_ids(500).tolist()

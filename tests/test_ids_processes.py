@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastshard.backends.base import Backend
 from fastshard.backends.memory import MemoryBackend
 from fastshard.ids import Coordinator, IdGenerator, parse
+from fastshard.testing.faults import OutageBackend
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork and SIGKILL are POSIX")
 
@@ -29,28 +29,9 @@ class _Manager(BaseManager):
 _Manager.register("MemoryBackend", MemoryBackend)
 
 
-class ProxiedBackend(Backend):
+def ProxiedBackend(proxy) -> OutageBackend:  # noqa: N802 - reads like the class it stands for
     """A MemoryBackend living in a manager process, shared by every process that uses it."""
-
-    name = "proxied-memory"
-    capabilities = frozenset({"kv", "counters", "leases"})
-
-    def __init__(self, proxy) -> None:
-        self.proxy = proxy
-
-
-def _forward(method: str):
-    public = method.lstrip("_")
-
-    def call(self: ProxiedBackend, *args, **kwargs):
-        return getattr(self.proxy, public)(*args, **kwargs)
-
-    return call
-
-
-for _m in Backend.__abstractmethods__:
-    setattr(ProxiedBackend, _m, _forward(_m))
-ProxiedBackend.__abstractmethods__ = frozenset()
+    return OutageBackend(proxy, capabilities=frozenset({"kv", "counters", "leases"}))
 
 
 def _generate(gen: IdGenerator, n_threads: int, per_thread: int) -> list[list[int]]:

@@ -44,6 +44,15 @@ _VALID_NAME_CACHE = 65536
 QUEUES, KV, COUNTERS, LEASES = "queues", "kv", "counters", "leases"
 ALL_CAPABILITIES = frozenset({QUEUES, KV, COUNTERS, LEASES})
 
+#: the ``_``-prefixed methods a backend implements for each family it offers
+FAMILY_METHODS: dict[str, tuple[str, ...]] = {
+    QUEUES: ("_create_queue", "_delete_queue", "_list_queues", "_publish_batch", "_consume",
+             "_ack", "_backlog"),
+    KV: ("_kv_get", "_kv_set", "_kv_cas", "_kv_delete", "_kv_keys", "_notify", "_subscribe"),
+    COUNTERS: ("_counter_add",),
+    LEASES: ("_lease_acquire", "_lease_renew", "_lease_release", "_lease_info"),
+}
+
 
 class UnsupportedOperationError(FastshardError, NotImplementedError):
     """The backend does not offer this family of operations (e.g. key-value on RabbitMQ).
@@ -162,7 +171,7 @@ def _validate_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-class Backend(abc.ABC):
+class Backend:
     """Base class of every backend. Subclasses set ``name`` and implement the ``_`` methods.
 
     Implementations must be safe to call from several threads. A failed call to the server is
@@ -195,6 +204,26 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.capabilities) - ALL_CAPABILITIES
+        if unknown:
+            raise TypeError(f"{cls.__name__}.capabilities has unknown families {sorted(unknown)}")
+        missing = [
+            m for family in sorted(cls.capabilities) for m in FAMILY_METHODS[family]
+            if getattr(cls, m) is getattr(Backend, m)
+        ]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__} declares capabilities {sorted(cls.capabilities)} "
+                f"but does not implement {missing}"
+            )
+
+    def _not_implemented(self) -> UnsupportedOperationError:
+        return UnsupportedOperationError(
+            f"backend {self.name!r} offers {sorted(self.capabilities)}; this call is not among them"
+        )
 
     def _require(self, family: str) -> None:
         if family not in self.capabilities:
@@ -406,48 +435,69 @@ class Backend(abc.ABC):
         return self._lease_info(validate_name("lease", name))
 
     # ---------------------------------------------------------------- to implement
-    @abc.abstractmethod
-    def _create_queue(self, queue: str) -> None: ...
-    @abc.abstractmethod
-    def _delete_queue(self, queue: str) -> None: ...
-    @abc.abstractmethod
-    def _list_queues(self) -> Iterable[str]: ...
-    @abc.abstractmethod
+    # A backend implements the methods of every family it lists in ``capabilities`` (checked
+    # when the class is created); the others keep these bodies, which are never reached
+    # because the public methods check ``capabilities`` first.
+    def _create_queue(self, queue: str) -> None:
+        raise self._not_implemented()
+
+    def _delete_queue(self, queue: str) -> None:
+        raise self._not_implemented()
+
+    def _list_queues(self) -> Iterable[str]:
+        raise self._not_implemented()
+
     def _publish_batch(
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
-    ) -> list[str]: ...
-    @abc.abstractmethod
+    ) -> list[str]:
+        raise self._not_implemented()
+
     def _consume(
         self, queue: str, group: str, consumer: str, max_messages: int, timeout: float
-    ) -> list[Message]: ...
-    @abc.abstractmethod
-    def _ack(self, queue: str, group: str, ids: list[str]) -> int: ...
-    @abc.abstractmethod
-    def _backlog(self, queue: str, group: str) -> int: ...
-    @abc.abstractmethod
-    def _kv_get(self, key: str) -> Versioned | None: ...
-    @abc.abstractmethod
-    def _kv_set(self, key: str, value: bytes) -> int: ...
-    @abc.abstractmethod
-    def _kv_cas(self, key: str, value: bytes, expected_version: int) -> int | None: ...
-    @abc.abstractmethod
-    def _kv_delete(self, key: str) -> bool: ...
-    @abc.abstractmethod
-    def _kv_keys(self, prefix: str) -> Iterable[str]: ...
-    @abc.abstractmethod
-    def _notify(self, channel: str, payload: bytes) -> None: ...
-    @abc.abstractmethod
-    def _subscribe(self, channel: str) -> Subscription: ...
-    @abc.abstractmethod
-    def _counter_add(self, name: str, delta: int) -> int: ...
-    @abc.abstractmethod
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> int | None: ...
-    @abc.abstractmethod
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> bool: ...
-    @abc.abstractmethod
-    def _lease_release(self, name: str, owner: str, token: int) -> bool: ...
-    @abc.abstractmethod
-    def _lease_info(self, name: str) -> LeaseInfo | None: ...
+    ) -> list[Message]:
+        raise self._not_implemented()
+
+    def _ack(self, queue: str, group: str, ids: list[str]) -> int:
+        raise self._not_implemented()
+
+    def _backlog(self, queue: str, group: str) -> int:
+        raise self._not_implemented()
+
+    def _kv_get(self, key: str) -> Versioned | None:
+        raise self._not_implemented()
+
+    def _kv_set(self, key: str, value: bytes) -> int:
+        raise self._not_implemented()
+
+    def _kv_cas(self, key: str, value: bytes, expected_version: int) -> int | None:
+        raise self._not_implemented()
+
+    def _kv_delete(self, key: str) -> bool:
+        raise self._not_implemented()
+
+    def _kv_keys(self, prefix: str) -> Iterable[str]:
+        raise self._not_implemented()
+
+    def _notify(self, channel: str, payload: bytes) -> None:
+        raise self._not_implemented()
+
+    def _subscribe(self, channel: str) -> Subscription:
+        raise self._not_implemented()
+
+    def _counter_add(self, name: str, delta: int) -> int:
+        raise self._not_implemented()
+
+    def _lease_acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        raise self._not_implemented()
+
+    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        raise self._not_implemented()
+
+    def _lease_release(self, name: str, owner: str, token: int) -> bool:
+        raise self._not_implemented()
+
+    def _lease_info(self, name: str) -> LeaseInfo | None:
+        raise self._not_implemented()
 
 
 def _check_ttl(ttl: Any) -> float:

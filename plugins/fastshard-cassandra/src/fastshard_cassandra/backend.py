@@ -37,7 +37,6 @@ from fastshard.backends.base import (
     LEASES,
     Backend,
     LeaseInfo,
-    Message,
     Subscription,
     Versioned,
 )
@@ -333,36 +332,6 @@ class CassandraBackend(Backend):
         if row is None or row.expires_at <= now:
             return None
         return LeaseInfo(row.owner, int(row.fence), (row.expires_at - now) / 1000.0)
-
-    # ------------------------------------------------------------------ no queues
-    def _create_queue(self, queue: str) -> None:
-        self._require("queues")
-
-    def _delete_queue(self, queue: str) -> None:
-        self._require("queues")
-
-    def _list_queues(self) -> Iterable[str]:
-        self._require("queues")
-        return []
-
-    def _publish_batch(self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str],
-                       epoch: int) -> list[str]:
-        self._require("queues")
-        return []
-
-    def _consume(self, queue: str, group: str, consumer: str, max_messages: int,
-                 timeout: float) -> list[Message]:
-        self._require("queues")
-        return []
-
-    def _ack(self, queue: str, group: str, ids: list[str]) -> int:
-        self._require("queues")
-        return 0
-
-    def _backlog(self, queue: str, group: str) -> int:
-        self._require("queues")
-        return 0
-
 
 # expires_at is a bigint of milliseconds since the epoch on the client's clock (see docs)
 _STATEMENTS = {

@@ -35,11 +35,7 @@ from confluent_kafka import (
 from fastshard.backends.base import (
     QUEUES,
     Backend,
-    LeaseInfo,
     Message,
-    Subscription,
-    UnsupportedOperationError,
-    Versioned,
 )
 from fastshard.backends.retry import call_with_retry
 from fastshard.errors import (
@@ -598,44 +594,4 @@ class KafkaBackend(Backend):
                 self._meta_consumer = Consumer({**self._base_config, "group.id": "fastshard-meta",
                                                 "enable.auto.commit": False})
             return self._meta_consumer
-
-    # ------------------------------------------------------------------ not a KV store
-    def _unsupported(self, *_: Any) -> Any:
-        raise UnsupportedOperationError("the Kafka backend offers only queues")
-
-    def _kv_get(self, key: str) -> Versioned | None:
-        return self._unsupported()
-
-    def _kv_set(self, key: str, value: bytes) -> int:
-        return self._unsupported()
-
-    def _kv_cas(self, key: str, value: bytes, expected_version: int) -> int | None:
-        return self._unsupported()
-
-    def _kv_delete(self, key: str) -> bool:
-        return self._unsupported()
-
-    def _kv_keys(self, prefix: str) -> Iterable[str]:
-        return self._unsupported()
-
-    def _notify(self, channel: str, payload: bytes) -> None:
-        return self._unsupported()
-
-    def _subscribe(self, channel: str) -> Subscription:
-        return self._unsupported()
-
-    def _counter_add(self, name: str, delta: int) -> int:
-        return self._unsupported()
-
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> int | None:
-        return self._unsupported()
-
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
-        return self._unsupported()
-
-    def _lease_release(self, name: str, owner: str, token: int) -> bool:
-        return self._unsupported()
-
-    def _lease_info(self, name: str) -> LeaseInfo | None:
-        return self._unsupported()
 

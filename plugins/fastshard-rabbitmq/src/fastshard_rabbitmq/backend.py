@@ -39,11 +39,7 @@ from pika.exceptions import ChannelClosedByBroker, UnroutableError
 from fastshard.backends.base import (
     QUEUES,
     Backend,
-    LeaseInfo,
     Message,
-    Subscription,
-    UnsupportedOperationError,
-    Versioned,
 )
 from fastshard.errors import (
     InvalidTypeError,
@@ -355,44 +351,4 @@ class RabbitMQBackend(Backend):
             return int(ok.message_count) + mine
 
         return self._sub.run(count, f"reading the backlog of {queue!r}", aside=True)
-
-    # ------------------------------------------------------------------ not a KV store
-    def _unsupported(self) -> Any:
-        raise UnsupportedOperationError("the RabbitMQ backend offers only queues")
-
-    def _kv_get(self, key: str) -> Versioned | None:
-        return self._unsupported()
-
-    def _kv_set(self, key: str, value: bytes) -> int:
-        return self._unsupported()
-
-    def _kv_cas(self, key: str, value: bytes, expected_version: int) -> int | None:
-        return self._unsupported()
-
-    def _kv_delete(self, key: str) -> bool:
-        return self._unsupported()
-
-    def _kv_keys(self, prefix: str) -> Iterable[str]:
-        return self._unsupported()
-
-    def _notify(self, channel: str, payload: bytes) -> None:
-        return self._unsupported()
-
-    def _subscribe(self, channel: str) -> Subscription:
-        return self._unsupported()
-
-    def _counter_add(self, name: str, delta: int) -> int:
-        return self._unsupported()
-
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> int | None:
-        return self._unsupported()
-
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
-        return self._unsupported()
-
-    def _lease_release(self, name: str, owner: str, token: int) -> bool:
-        return self._unsupported()
-
-    def _lease_info(self, name: str) -> LeaseInfo | None:
-        return self._unsupported()
 

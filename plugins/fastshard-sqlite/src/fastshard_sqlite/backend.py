@@ -179,9 +179,3 @@ class SqliteBackend(Backend):
         if not row or row[0] is None or row[2] <= now:
             return None
         return LeaseInfo(row[0], row[1], row[2] - now)
-
-    # ------------------------------------------------------------------ no queues here
-    def _create_queue(self, queue: str) -> None:
-        raise AssertionError("unreachable: 'queues' is not in capabilities")
-
-    _delete_queue = _list_queues = _publish_batch = _consume = _ack = _backlog = _create_queue
