@@ -89,27 +89,37 @@ class RoutedMessage:
 
 
 class _Gate:
-    """Many producers at once, or one reshard alone (writer-preferring)."""
+    """Many producers at once, or one reshard alone (writer-preferring).
+
+    ``enter_shared``/``exit_shared`` are plain methods on a non-reentrant lock, not a
+    context manager: they run twice per published message.
+    """
 
     def __init__(self) -> None:
-        self._cv = threading.Condition()
+        self._cv = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def enter_shared(self) -> None:
         with self._cv:
             while self._writer or self._writers_waiting:
                 self._cv.wait()
             self._readers += 1
+
+    def exit_shared(self) -> None:
+        with self._cv:
+            self._readers -= 1
+            if not self._readers and self._writers_waiting:
+                self._cv.notify_all()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        self.enter_shared()
         try:
             yield
         finally:
-            with self._cv:
-                self._readers -= 1
-                if not self._readers:
-                    self._cv.notify_all()
+            self.exit_shared()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -211,9 +221,11 @@ class Router:
             raise InvalidValueError("publish needs a backend: Router(shard_map, backend)")
         kb = key_bytes(key)
         h = hash_key(kb)
-        hdrs = dict(headers or {})
+        hdrs = dict(headers) if headers else {}
         shared = self.fence_store is not None
-        with self._gate.shared():
+        gate = self._gate
+        gate.enter_shared()
+        try:
             epoch = self._map.epoch
             if shared:
                 self.fences.before_publish(epoch)  # type: ignore[union-attr]
@@ -229,6 +241,8 @@ class Router:
                 # this number will never be acked: settle (or void) it so no fence waits for it
                 self.fences.publish_failed(queue, seq)
                 raise
+        finally:
+            gate.exit_shared()
         return RoutedMessage(shard, queue, mid, epoch, seq)
 
     # ------------------------------------------------------------------ resharding
