@@ -52,3 +52,10 @@ def test_backend_created_hook_sees_every_new_backend(pm):
     pm(watcher)
     b = backends.get("memory")
     assert watcher.seen == [b]
+
+
+def test_every_lazy_export_resolves():
+    import fastshard
+
+    for name in fastshard.__all__:
+        assert getattr(fastshard, name) is not None, name
