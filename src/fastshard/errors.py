@@ -93,6 +93,17 @@ def check_positive(name: str, value: Any) -> float:
     return v
 
 
+def check_seconds(name: str, value: Any, hi: float | None = None) -> float:
+    """A duration in seconds: finite, > 0 and (when ``hi`` is given) <= ``hi``."""
+    v = check_finite(name, value)
+    if hi is None:
+        if v <= 0:
+            raise InvalidValueError(f"{name} must be > 0 seconds, got {value}")
+    elif not 0 < v <= hi:
+        raise InvalidValueError(f"{name} must be in (0, {hi}] seconds, got {value!r}")
+    return v
+
+
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """An ``int`` (not bool) within ``[lo, hi]`` (either end optional), else an error naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):

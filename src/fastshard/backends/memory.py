@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from fastshard.backends.base import Backend, LeaseInfo, Message, Subscription, Versioned
 from fastshard.backends.plugins import hookimpl
-from fastshard.errors import InvalidValueError, UnknownQueueError, check_finite
+from fastshard.errors import InvalidValueError, UnknownQueueError, check_seconds
 
 
 @dataclass(slots=True)
@@ -61,9 +61,7 @@ class MemoryBackend(Backend):
     name = "memory"
 
     def __init__(self, *, visibility_timeout: float = 30.0, max_message_bytes: int = 1 << 20) -> None:
-        vt = check_finite("visibility_timeout", visibility_timeout)
-        if vt <= 0:
-            raise InvalidValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
+        vt = check_seconds("visibility_timeout", visibility_timeout)
         if not isinstance(max_message_bytes, int) or not 1 <= max_message_bytes <= 1 << 30:
             raise InvalidValueError(
                 f"max_message_bytes must be an int in [1, 2**30], got {max_message_bytes!r}"

@@ -45,6 +45,7 @@ from fastshard.errors import (
     InvalidValueError,
     check_finite,
     check_int,
+    check_seconds,
 )
 from fastshard_kafka.topics import AdminTopicManager, TopicManager
 
@@ -145,10 +146,7 @@ class KafkaBackend(Backend):
                 f"topic_prefix must be at most 40 characters of letters, digits and '._-', got {topic_prefix!r}"
             )
         self.partitions = check_int("partitions", partitions, 1, 100_000)
-        vt = check_finite("visibility_timeout", visibility_timeout)
-        if vt <= 0:
-            raise InvalidValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
-        self.visibility_timeout = vt
+        self.visibility_timeout = check_seconds("visibility_timeout", visibility_timeout)
         self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 100 * 2**20)
         t = check_finite("timeout", timeout)
         if not 0.05 <= t <= 3600:

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 
@@ -36,8 +36,8 @@ from fastshard.errors import (
     BackendError,
     BackendUnavailableError,
     InvalidValueError,
-    check_finite,
     check_int,
+    check_seconds,
 )
 from fastshard_postgres.listen import PostgresSubscription, QueueWaker, encode_payload
 from fastshard_postgres.pool import ConnectionPool
@@ -51,13 +51,6 @@ from fastshard_postgres.schema import (
 
 T = TypeVar("T")
 Conn = psycopg.Connection
-
-
-def _seconds(field: str, value: Any, hi: float) -> float:
-    v = check_finite(field, value)
-    if not 0 < v <= hi:
-        raise InvalidValueError(f"{field} must be in (0, {hi}] seconds, got {value!r}")
-    return v
 
 
 class PostgresBackend(QueueTables, Backend):
@@ -91,11 +84,11 @@ class PostgresBackend(QueueTables, Backend):
             raise InvalidValueError(f"dsn must be a non-empty libpq connection string, got {dsn!r}")
         self.schema = validate_schema(schema)
         check_int("max_connections", max_connections, 1, 10_000)
-        self.connect_timeout = _seconds("connect_timeout", connect_timeout, 3600)
+        self.connect_timeout = check_seconds("connect_timeout", connect_timeout, 3600)
         self.retry_attempts = check_int("retry_attempts", retry_attempts, 1, 100)
-        self.retry_base_delay = _seconds("retry_base_delay", retry_base_delay, 60)
-        self.retry_max_delay = _seconds("retry_max_delay", retry_max_delay, 600)
-        self.visibility_timeout = _seconds("visibility_timeout", visibility_timeout, 86_400)
+        self.retry_base_delay = check_seconds("retry_base_delay", retry_base_delay, 60)
+        self.retry_max_delay = check_seconds("retry_max_delay", retry_max_delay, 600)
+        self.visibility_timeout = check_seconds("visibility_timeout", visibility_timeout, 86_400)
         self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 256 << 20)
         self.dedup_ttl = check_int("dedup_ttl", dedup_ttl, 1, 86_400)
         if not isinstance(application_name, str) or not 1 <= len(application_name) <= 63:

@@ -46,6 +46,7 @@ from fastshard.errors import (
     InvalidValueError,
     check_finite,
     check_int,
+    check_seconds,
 )
 from fastshard_rabbitmq.link import Link, passive_exists
 from fastshard_rabbitmq.management import ManagementAPI
@@ -106,10 +107,7 @@ class RabbitMQBackend(Backend):
         if not isinstance(single_active_consumer, bool):
             raise InvalidTypeError("single_active_consumer must be a bool")
         self.prefetch = check_int("prefetch", prefetch, 1, 65_535)
-        vt = check_finite("visibility_timeout", visibility_timeout)
-        if vt <= 0:
-            raise InvalidValueError(f"visibility_timeout must be > 0 seconds, got {visibility_timeout}")
-        self.visibility_timeout = vt
+        self.visibility_timeout = check_seconds("visibility_timeout", visibility_timeout)
         self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 128 * 2**20)
         t = check_finite("timeout", timeout)
         if not 0.05 <= t <= 3600:

@@ -48,6 +48,7 @@ from fastshard.errors import (
     InvalidValueError,
     check_finite,
     check_int,
+    check_seconds,
 )
 from fastshard_redis import scripts
 from fastshard_redis.keys import KeyLayout
@@ -62,13 +63,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 #: messages per publish script call: bounds how long one script blocks the server (~1 ms)
 PUBLISH_CHUNK = 1000
-
-
-def _positive(field: str, value: Any, hi: float) -> float:
-    v = check_finite(field, value)
-    if not 0 < v <= hi:
-        raise InvalidValueError(f"{field} must be in (0, {hi}] seconds, got {value!r}")
-    return v
 
 
 class _RedisSubscription(Subscription):
@@ -156,12 +150,12 @@ class RedisBackend(Backend):
         validate_name("namespace", namespace)
         if not isinstance(cluster, bool):
             raise InvalidTypeError(f"cluster must be a bool, got {type(cluster).__name__}")
-        self.socket_timeout = _positive("socket_timeout", socket_timeout, 3600)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout, 3600)
+        self.socket_timeout = check_seconds("socket_timeout", socket_timeout, 3600)
+        self.connect_timeout = check_seconds("connect_timeout", connect_timeout, 3600)
         self.retry_attempts = check_int("retry_attempts", retry_attempts, 1, 100)
-        self.retry_base_delay = _positive("retry_base_delay", retry_base_delay, 60)
-        self.retry_max_delay = _positive("retry_max_delay", retry_max_delay, 600)
-        self.visibility_timeout = _positive("visibility_timeout", visibility_timeout, 86_400)
+        self.retry_base_delay = check_seconds("retry_base_delay", retry_base_delay, 60)
+        self.retry_max_delay = check_seconds("retry_max_delay", retry_max_delay, 600)
+        self.visibility_timeout = check_seconds("visibility_timeout", visibility_timeout, 86_400)
         self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 512 << 20)
         self.dedup_ttl = check_int("dedup_ttl", dedup_ttl, 1, 86_400)
         check_int("max_connections", max_connections, 1, 100_000)
