@@ -14,6 +14,7 @@ import pytest
 
 import fastshard.backends
 from fastshard.errors import BackendUnavailableError, InvalidValueError
+from fastshard.testing.faults import check_publishing_survives_connection_kills
 from fastshard_postgres import PostgresBackend
 
 PG_DSN = os.environ.get("FASTSHARD_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -141,34 +142,9 @@ def test_publishing_while_connections_are_terminated_loses_and_duplicates_nothin
 ) -> None:
     name = f"fs-chaos-{uuid.uuid4().hex[:8]}"
     b = make_backend(application_name=name, retry_attempts=30, retry_base_delay=0.005, retry_max_delay=0.05)
-    b.create_queue("q")
-    stop = threading.Event()
-    kills = [0]
-
-    def killer() -> None:
-        while not stop.is_set():
-            kills[0] += _terminate(name)
-            time.sleep(0.02)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    published: list[bytes] = []
-    counts: list[int] = []
-    try:
-        for i in range(150):
-            b.publish("q", b"key", str(i).encode())
-            published.append(str(i).encode())
-            counts.append(b.counter_add("c", 1))
-    finally:
-        stop.set()
-        t.join()
-    assert kills[0] > 0, "the test must actually have terminated connections"
-    reader = make_backend()
-    got = []
-    while batch := reader.consume("q", "g", max_messages=1000):
-        got.extend(batch)
-    assert [m.value for m in got] == published, "every message once, in order"
-    assert counts == list(range(1, 151)) and reader.counter_get("c") == 150
+    check_publishing_survives_connection_kills(
+        b, make_backend(), lambda: _terminate(name), messages=150, kill_every=0.02
+    )
 
 
 def test_blocking_consume_survives_terminated_connection(make_backend: Make) -> None:

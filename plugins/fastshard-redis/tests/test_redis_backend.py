@@ -14,6 +14,7 @@ from redis.crc import key_slot
 
 import fastshard.backends
 from fastshard.errors import BackendUnavailableError, InvalidValueError
+from fastshard.testing.faults import check_publishing_survives_connection_kills
 from fastshard_redis import RedisBackend
 from fastshard_redis.keys import KeyLayout, unescape_tag
 
@@ -175,39 +176,13 @@ def test_publishing_while_connections_are_killed_loses_and_duplicates_nothing(
 ) -> None:
     name = f"fs-chaos-{uuid.uuid4().hex[:8]}"
     b = make_backend(client_name=name, retry_attempts=20, retry_base_delay=0.005, retry_max_delay=0.05)
-    b.create_queue("q")
     raw = _raw()
-    stop = threading.Event()
-    kills = [0]
-
-    def killer() -> None:
-        while not stop.is_set():
-            kills[0] += _kill_clients(raw, name)
-            time.sleep(0.01)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    published: list[bytes] = []
-    counter_results: list[int] = []
     try:
-        for i in range(300):
-            b.publish("q", b"key", str(i).encode())
-            published.append(str(i).encode())
-            counter_results.append(b.counter_add("c", 1))
+        check_publishing_survives_connection_kills(
+            b, make_backend(), lambda: _kill_clients(raw, name), messages=300, kill_every=0.01
+        )
     finally:
-        stop.set()
-        t.join()
-    assert kills[0] > 0, "the test must actually have killed connections"
-    reader = make_backend()
-    got = []
-    while True:
-        batch = reader.consume("q", "g", max_messages=1000)
-        if not batch:
-            break
-        got.extend(batch)
-    assert [m.value for m in got] == published, "every message once, in order"
-    assert counter_results == list(range(1, 301)) and reader.counter_get("c") == 300
-    raw.close()
+        raw.close()
 
 
 def test_unreachable_server_raises_unavailable_quickly(unreachable_backend) -> None:

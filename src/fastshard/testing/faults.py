@@ -1,4 +1,5 @@
-"""Fault injection for tests: a backend wrapper whose link to the real backend can be cut.
+"""Fault injection for tests: a backend wrapper whose link to the real backend can be cut,
+and a check that publishing survives a server killing its connections.
 
 ``OutageBackend(inner)`` forwards every operation to ``inner`` until ``down`` is set; then
 each call raises :class:`BackendUnavailableError`, as a real client does after its retries
@@ -7,6 +8,9 @@ when the server is unreachable or partitioned away. Flip ``down`` back to heal t
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastshard.backends.base import FAMILY_METHODS, Backend
@@ -63,3 +67,47 @@ for _methods in FAMILY_METHODS.values():
     for _m in _methods:
         if _m not in ("_publish_batch", "_consume"):
             setattr(OutageBackend, _m, _forwarder(_m))
+
+
+def check_publishing_survives_connection_kills(
+    backend: Backend,
+    reader: Backend,
+    kill_connections: Callable[[], int],
+    *,
+    messages: int,
+    kill_every: float,
+) -> None:
+    """Publish ``messages`` messages and counter increments while a thread keeps killing the
+    backend's server connections (``kill_connections`` returns how many it killed).
+
+    Asserts that connections really were killed, that ``reader`` (a second client) sees every
+    message exactly once and in order, and that every increment was applied exactly once.
+    ``backend`` must be configured with enough retries to ride out the kills.
+    """
+    backend.create_queue("q")
+    stop = threading.Event()
+    kills = [0]
+
+    def killer() -> None:
+        while not stop.is_set():
+            kills[0] += kill_connections()
+            time.sleep(kill_every)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    published: list[bytes] = []
+    counts: list[int] = []
+    try:
+        for i in range(messages):
+            backend.publish("q", b"key", str(i).encode())
+            published.append(str(i).encode())
+            counts.append(backend.counter_add("c", 1))
+    finally:
+        stop.set()
+        t.join()
+    assert kills[0] > 0, "the check must actually have killed connections"
+    got: list = []
+    while batch := reader.consume("q", "g", max_messages=1000):
+        got.extend(batch)
+    assert [m.value for m in got] == published, "every message once, in order"
+    assert counts == list(range(1, messages + 1)) and reader.counter_get("c") == messages
