@@ -15,7 +15,7 @@ import pytest
 
 from fastshard.backends.memory import MemoryBackend
 from fastshard.errors import BackendUnavailableError, IdExhaustedError, LeaseLostError
-from fastshard.ids import Coordinator, IdGenerator, parse
+from fastshard.ids import Coordinator, IdGenerator, IdLayout, parse
 from fastshard.testing.faults import OutageBackend
 
 
@@ -100,9 +100,12 @@ def test_outage_longer_than_max_wait_raises_clearly_and_recovers() -> None:
 
 
 def test_lease_lapse_stops_issuance_even_with_ids_in_hand_then_renewal_resumes() -> None:
+    # hour-long time shards: no shard boundary (which also retires a block) can fall inside
+    # the test, so only the lapsed lease can empty the block
+    layout = IdLayout(shard_seconds=3600.0)
     backend = OutageBackend(MemoryBackend())
-    gen = IdGenerator(4, coordinator=Coordinator(backend), min_block=100_000, lease_ttl=0.4,
-                      max_wait=0.2)
+    gen = IdGenerator(4, layout=layout, coordinator=Coordinator(backend, layout=layout),
+                      min_block=100_000, lease_ttl=0.4, max_wait=0.2)
     ids = gen.next_ids(10).tolist()
     backend.down = True
     deadline = time.monotonic() + 5.0  # 0.8 * ttl without a renewal, plus a worker poll
