@@ -209,3 +209,37 @@ def test_unreachable_server_raises_unavailable_quickly(unreachable_backend) -> N
     with pytest.raises(BackendUnavailableError, match="may or may not"):
         b.notify("ch", b"x")
     assert time.monotonic() - start < 10
+
+
+def test_consume_racing_delete_queue_says_does_not_exist(make_backend: Make) -> None:
+    """A queue deleted while a group reads it: every consume either returns messages or
+    raises the contract's 'does not exist' error (it once failed inside with a TypeError)."""
+    consumer, admin = make_backend(), make_backend()
+    unexpected: list[BaseException] = []
+    for round_ in range(15):
+        q = f"race{round_}"
+        admin.create_queue(q)
+        admin.publish_batch(q, [(b"k", b"v")] * 20)
+        stop = threading.Event()
+
+        def read(q: str = q, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                try:
+                    consumer.consume(q, "g", max_messages=2)
+                except InvalidValueError as exc:
+                    if "does not exist" not in str(exc):
+                        unexpected.append(exc)
+                    return
+                except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                    unexpected.append(exc)
+                    return
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for t in readers:
+            t.start()
+        time.sleep(0.005 * (round_ % 4))
+        admin.delete_queue(q)
+        stop.set()
+        for t in readers:
+            t.join(10)
+    assert not unexpected, unexpected

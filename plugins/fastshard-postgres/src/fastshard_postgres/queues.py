@@ -49,9 +49,11 @@ class QueueTables:
 
     def _delete_queue(self, queue: str) -> None:
         def delete(c: Conn) -> None:
-            for table in ("pending", "groups", "messages"):
-                c.execute(f"DELETE FROM {self._s}.{table} WHERE queue = %s", (queue,))
+            # The queue row first (its groups go with it, by the foreign key): publishers and
+            # consumers that race this wait for it and then find the queue gone.
             c.execute(f"DELETE FROM {self._s}.queues WHERE name = %s", (queue,))
+            for table in ("pending", "messages"):
+                c.execute(f"DELETE FROM {self._s}.{table} WHERE queue = %s", (queue,))
 
         self._tx(f"delete queue {queue!r}", delete)
 
@@ -120,19 +122,27 @@ class QueueTables:
         s = self._s
         if c.execute(f"SELECT 1 FROM {s}.queues WHERE name = %s", (queue,)).fetchone() is None:
             raise _NoQueue
-        # A new group starts at the oldest retained message.
-        c.execute(
-            f"""INSERT INTO {s}.groups (queue, grp, cursor)
-                SELECT %(q)s, %(g)s, COALESCE(
-                    (SELECT min(seq) FROM {s}.messages WHERE queue = %(q)s),
-                    (SELECT next_seq + 1 FROM {s}.queues WHERE name = %(q)s)) - 1
-                ON CONFLICT DO NOTHING""",
-            {"q": queue, "g": group},
-        )
+        # A new group starts at the oldest retained message. The foreign key fails the
+        # insert if delete_queue removed the queue since the check above.
+        try:
+            c.execute(
+                f"""INSERT INTO {s}.groups (queue, grp, cursor)
+                    SELECT %(q)s, %(g)s, COALESCE(
+                        (SELECT min(seq) FROM {s}.messages WHERE queue = %(q)s),
+                        (SELECT next_seq + 1 FROM {s}.queues WHERE name = %(q)s)) - 1
+                    ON CONFLICT DO NOTHING""",
+                {"q": queue, "g": group},
+            )
+        except (psycopg.errors.ForeignKeyViolation, psycopg.errors.NotNullViolation):
+            # the queue's row is gone: no key to refer to, and no next_seq for the cursor
+            raise _NoQueue from None
         # The group's row lock: consumers of one group take turns, keeping publish order.
-        cursor = c.execute(
+        row = c.execute(
             f"SELECT cursor FROM {s}.groups WHERE queue = %s AND grp = %s FOR UPDATE", (queue, group)
-        ).fetchone()[0]  # type: ignore[index]
+        ).fetchone()
+        if row is None:  # deleted (with its queue) while we waited for the lock
+            raise _NoQueue
+        cursor = row[0]
         vt = self.visibility_timeout
         due = c.execute(
             f"""UPDATE {s}.pending p

@@ -59,8 +59,10 @@ def ddl(schema: str) -> list[str]:
             epoch bigint NOT NULL DEFAULT 0,
             PRIMARY KEY (queue, seq))""",
         # cursor: the last seq handed to the group (new deliveries start after it)
+        # the foreign key makes a consumer racing delete_queue fail cleanly instead of
+        # leaving a group row (with a stale cursor) behind for a queue re-created later
         f"""CREATE TABLE IF NOT EXISTS {s}.groups (
-            queue text NOT NULL,
+            queue text NOT NULL REFERENCES {s}.queues (name) ON DELETE CASCADE,
             grp text NOT NULL,
             cursor bigint NOT NULL,
             PRIMARY KEY (queue, grp))""",
