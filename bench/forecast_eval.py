@@ -1,9 +1,24 @@
-"""Rolling-origin evaluation of fastshard's forecasters and the peers, on the same origins.
+"""Evaluation of fastshard's forecasters and the peers, on the same forecast origins.
 
-Every method forecasts ``h`` steps from each origin ``t`` (having seen ``y[:t]`` only) and
-is scored by MASE: mean absolute error over all origins and horizons, divided by the
-in-sample MAE of the seasonal naive forecast with the *daily* period on the data before the
-first origin (the usual scaling; a score below 1 beats "same as yesterday" in-sample).
+Two protocols (``Protocol``); both score by MASE, the mean absolute error over the origins and
+horizons of a series divided by the in-sample MAE of the seasonal naive forecast with the
+*daily* period (m = 24 for hourly data), averaged over series:
+
+* ``ROLLING_ORIGIN`` (this project's): origins every ``h`` steps from ``first_origin`` to the
+  end (for the 3-week pedestrian windows, hours 336, 348, ..., 492: 14 origins covering the
+  third week), each method having seen ``y[:t]`` only; the scale is taken on the data before
+  the first origin. Fourteen origins per series, at midnight and noon of each day of the
+  week: the harder and more informative of the two (with one origin per series a 200-window
+  mean hangs on a few windows).
+* ``ISSUE_PROTOCOL`` (issue #3's measurement, reconstructed): one origin per series, the last
+  ``h`` points held out (statsforecast ``cross_validation``'s default ``n_windows=1``: one fit
+  per series, which is what the issue's "277 ms CPU per series" for AutoETS matches on ~500
+  points), the scale on the training part (``utilsforecast.losses.mase`` with
+  ``seasonality=24``). The issue did not say how its 200 windows were cut; see
+  ``forecast_data.pedestrian_issue_windows`` and docs/forecast.md for the conventions that
+  reproduce its peer numbers and how closely.
+
+Methods:
 
 * fastshard ``Forecaster``: one forecaster for all series (one column each), updated one
   step at a time; ``predict(h)`` at each origin. Online only, no refit.
@@ -39,6 +54,34 @@ def mase_scale(Y: np.ndarray, first_origin: int, period: int) -> np.ndarray:
     """In-sample MAE of the seasonal naive forecast with ``period``, per series."""
     Y = np.atleast_2d(Y)
     return np.abs(Y[:, period:first_origin] - Y[:, : first_origin - period]).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Where the forecast origins are and how MASE is scaled.
+
+    ``first_origin``: origins every ``h`` steps from there to ``T - h``; ``None``: a single
+    origin at ``T - h`` (the last ``h`` points held out). The scale is the in-sample MAE of
+    the seasonal naive forecast with ``scale_period`` on the data before the first origin.
+    """
+
+    name: str
+    first_origin: int | None
+    scale_period: int = 24
+
+    def origins(self, T: int, h: int) -> list[int]:
+        if self.first_origin is None:
+            return [T - h]
+        return list(range(self.first_origin, T - h + 1, h))
+
+    def scale(self, Y: np.ndarray, origins: list[int]) -> np.ndarray:
+        return mase_scale(Y, origins[0], self.scale_period)
+
+
+#: 14 origins over the third week of each 3-week pedestrian window (hours 336..492)
+ROLLING_ORIGIN = Protocol("rolling origin", first_origin=336)
+#: issue #3's measurement: the last 12 hours of each window held out, one origin per series
+ISSUE_PROTOCOL = Protocol("issue protocol", first_origin=None)
 
 
 def score(abs_err: np.ndarray, scale: np.ndarray) -> tuple[float, np.ndarray]:

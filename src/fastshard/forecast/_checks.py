@@ -74,13 +74,16 @@ def check_groups(groups: Any, n: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def as_vector(name: str, values: Any, n: int, *, allow_nan: bool) -> np.ndarray:
+def as_vector(name: str, values: Any, n: int, *, allow_nan: bool,
+              allow_inf: bool = False) -> np.ndarray:
+    """``values`` as a contiguous float64 vector of length ``n``. ``allow_inf``: the caller
+    checks the range itself (``update`` does, in the same pass that converts to float32)."""
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise InvalidTypeError(f"{name} must be an array of {n} numbers") from None
     if arr.shape != (n,):
         raise InvalidValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    if np.isinf(arr).any() or (not allow_nan and np.isnan(arr).any()):
+    if (not allow_inf and np.isinf(arr).any()) or (not allow_nan and np.isnan(arr).any()):
         raise InvalidValueError(f"{name} must be finite numbers (NaN = missing), got inf")
     return np.ascontiguousarray(arr)

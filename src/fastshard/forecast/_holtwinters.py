@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from fastshard.forecast._state import TINY
+
 
 @njit(cache=True, nogil=True)
 def _warm_until(alpha, beta, gamma, seas_len):  # pragma: no cover - compiled
@@ -46,105 +48,148 @@ def _warm_until(alpha, beta, gamma, seas_len):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def hw_update(y, clock, n_obs, season_prior, level, trend, seas, seas_len, seas_off,
-              alpha, beta, phi, gamma, err_sum, err_wt, decay):  # pragma: no cover - compiled
-    """Absorb step ``clock``'s values ``y``, scoring the forecast each set made of it.
+              alpha, beta, phi, gamma, err_sum, err_recent, decay, recent, min_obs):
+    # pragma: no cover - compiled
+    """Absorb step ``clock``'s values ``y`` (float32), scoring the forecast each set made of it.
 
-    ``err_sum[k]``/``err_wt[k]``: set ``k``'s decayed sums of absolute one-step error and of
-    weight (see ``_select``), advanced for every series that had a forecast (``n_obs > 0``)
-    and a value; scoring inside the update saves a pass over stored forecasts.
+    ``err_sum[k]``: set ``k``'s decayed sum of absolute one-step error, ``err_recent[k]`` its
+    short-memory mean (see ``_select``), advanced for every series that had a forecast
+    (``n_obs > 0``) and a value; the sum's weight is the one ``naive_step`` keeps for the same
+    condition. Scoring inside the update saves a pass
+    over stored forecasts.
 
-    ``n_obs`` (observations so far, per series) is read, not advanced: the caller advances it
-    once after every model has been updated.
+    ``n_obs`` (observations so far, per series) is read, not advanced: ``naive_step`` advances
+    it after every model has been updated. ``min_obs`` may be any lower bound of ``n_obs``
+    (the caller's from the previous step): once it shows every series past a set's warm-up,
+    that set takes the steady path -- plain scalar gains, float32 arithmetic (eight series
+    per 256-bit vector; the step is bound by memory traffic and float32 halves it).
 
     Branch-free per series, so the loops vectorise: a missing value is an error of 0 (level
     and trend then follow their own forecast, seasons stay), and the very first value needs no
     special case because its level gain is ``1/(0+1) = 1`` and its season gain ``(1-1) = 0``.
-    Once every series is past its warm-up the gains are plain scalars.
     """
     K = level.shape[0]
     n = y.shape[0]
     S = seas_len.shape[0]
-    first_len = seas_len[0] if S > 0 else 1
     rows = np.empty(S, dtype=np.int64)
-    inv_len = np.empty(S)
     for s in range(S):
         rows[s] = seas_off[s] + clock % seas_len[s]
-        inv_len[s] = 1.0 / seas_len[s]
     warm = _warm_until(alpha, beta, gamma, seas_len)
-    min_obs = 1 << 62
-    for i in range(n):
-        min_obs = min(min_obs, n_obs[i])
     if min_obs == 0:
         _scale_borrowed(y, n_obs, season_prior, seas, rows)
+    # zero rows stand in for absent seasons (two: rows a loop writes must not overlap)
+    spare = np.zeros((2, n if S < 2 else 0), dtype=seas.dtype)
     for k in range(K):
-        a0 = alpha[k]
-        b0 = beta[k]
-        ph = phi[k]
-        lev = level[k]
-        tre = trend[k]
-        es = err_sum[k]
-        ew = err_wt[k]
-        steady = min_obs >= warm[k]
-        g0 = gamma[k, 0] if S > 0 else 0.0
-        g1 = gamma[k, 1] if S > 1 else 0.0
-        s0 = seas[k, rows[0]] if S > 0 else lev[:0]
-        s1 = seas[k, rows[1]] if S > 1 else lev[:0]
-        if steady and S <= 2:
-            # the common case, written out so it compiles to straight vector code
-            c0 = 1.0 - a0
-            c1 = (1.0 - a0) * (1.0 - g0)
-            for i in range(n):
-                ssum = 0.0
-                if S > 0:
-                    ssum += s0[i]
-                if S > 1:
-                    ssum += s1[i]
-                lv = lev[i]
-                tr = ph * tre[i]
-                f = lv + tr + ssum
-                e = y[i] - f
-                d = abs(e)
-                ok = d == d
-                es[i] = decay * es[i] + d if ok else es[i]
-                ew[i] = decay * ew[i] + 1.0 if ok else ew[i]
-                if not ok:  # missing value
-                    e = 0.0
-                lev[i] = lv + tr + a0 * e
-                tre[i] = tr + b0 * e
-                if S > 0:
-                    s0[i] += g0 * c0 * e
-                if S > 1:
-                    s1[i] += g1 * c1 * e
-            continue
-        for i in range(n):
-            ssum = 0.0
-            for s in range(S):
-                ssum += seas[k, rows[s], i]
-            lv = lev[i]
-            tr = ph * tre[i]
-            f = lv + tr + ssum
-            obs = n_obs[i]
-            e = y[i] - f
+        if min_obs >= warm[k] and S <= 2:
+            s0 = seas[k, rows[0]] if S > 0 else spare[0]
+            s1 = seas[k, rows[1]] if S > 1 else spare[1]
+            g0 = gamma[k, 0] if S > 0 else 0.0
+            g1 = gamma[k, 1] if S > 1 else 0.0
+            _hw_steady(y, level[k], trend[k], s0, s1, err_sum[k], err_recent[k], alpha[k],
+                       beta[k], phi[k], g0, g1, decay, recent)
+        else:
+            _hw_warm(k, y, n_obs, season_prior, level, trend, seas, seas_len, rows, alpha,
+                     beta, phi, gamma, err_sum, err_recent, decay, recent)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _hw_steady(y, lev, tre, s0, s1, es, er, alpha, beta, phi, g0, g1, decay, recent):
+    # pragma: no cover - compiled
+    """One set past warm-up, two seasonal rows (a zero row stands in for an absent season, its
+    gain 0), in float32. A set with ``beta = 0`` and ``phi = 1`` never changes its trend, so
+    the trend row is only read: one store stream less."""
+    a0 = np.float32(alpha)
+    b0 = np.float32(beta)
+    ph = np.float32(phi)
+    c0 = np.float32(g0 * (1.0 - alpha))
+    c1 = np.float32(g1 * (1.0 - alpha) * (1.0 - g0))
+    dec = np.float32(decay)
+    rec = np.float32(recent)
+    gain = np.float32(1.0 - recent)
+    zero = np.float32(0.0)
+    tiny = np.float32(TINY)
+    if beta == 0.0 and phi == 1.0:
+        for i in range(y.shape[0]):
+            lv = lev[i] + tre[i]
+            a = s0[i]
+            b = s1[i]
+            e = y[i] - (lv + a + b)
             d = abs(e)
-            ok = d == d and obs > 0
-            es[i] = decay * es[i] + d if ok else es[i]
-            ew[i] = decay * ew[i] + 1.0 if ok else ew[i]
-            if e != e:
-                e = 0.0
-            fo = float(obs)
-            a = max(a0, 1.0 / (fo + 1.0))
-            bg = b0 if obs >= first_len else 0.0
-            lev[i] = lv + tr + a * e
-            tre[i] = tr + bg * e
-            r = (1.0 - a) * e
-            prior = float(season_prior[i])
-            for s in range(S):
-                cycles = np.floor((fo + 0.5) * inv_len[s]) + prior
-                g = max(gamma[k, s], 1.0 / (cycles + 1.0))
-                seas[k, rows[s], i] += g * r
-                r *= 1.0 - g
+            ok = d == d
+            s = dec * es[i] + d
+            r = rec * er[i] + gain * d
+            es[i] = (s if s >= tiny else zero) if ok else es[i]
+            er[i] = (r if r >= tiny else zero) if ok else er[i]
+            e = e if ok else zero
+            lev[i] = lv + a0 * e
+            s0[i] = a + c0 * e
+            s1[i] = b + c1 * e
+        return
+    for i in range(y.shape[0]):
+        tr = ph * tre[i]
+        lv = lev[i] + tr
+        a = s0[i]
+        b = s1[i]
+        e = y[i] - (lv + a + b)
+        d = abs(e)
+        ok = d == d
+        s = dec * es[i] + d
+        r = rec * er[i] + gain * d
+        es[i] = (s if s >= tiny else zero) if ok else es[i]
+        er[i] = (r if r >= tiny else zero) if ok else er[i]
+        e = e if ok else zero
+        lev[i] = lv + a0 * e
+        tr = tr + b0 * e
+        tre[i] = tr if abs(tr) >= tiny else zero  # a damped trend decays towards 0
+        s0[i] = a + c0 * e
+        s1[i] = b + c1 * e
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _hw_warm(k, y, n_obs, season_prior, level, trend, seas, seas_len, rows, alpha, beta, phi,
+             gamma, err_sum, err_recent, decay, recent):  # pragma: no cover - compiled
+    """One set while some series are still warming up (decreasing gains), in float64."""
+    S = seas_len.shape[0]
+    first_len = seas_len[0] if S > 0 else 1
+    a0 = alpha[k]
+    b0 = beta[k]
+    ph = phi[k]
+    lev = level[k]
+    tre = trend[k]
+    es = err_sum[k]
+    er = err_recent[k]
+    for i in range(y.shape[0]):
+        ssum = 0.0
+        for s in range(S):
+            ssum += seas[k, rows[s], i]
+        lv = np.float64(lev[i])
+        tr = ph * tre[i]
+        f = lv + tr + ssum
+        obs = n_obs[i]
+        e = y[i] - f
+        d = abs(e)
+        ok = d == d and obs > 0
+        s = decay * es[i] + d
+        r = recent * er[i] + (1.0 - recent) * d
+        es[i] = (s if s >= TINY else 0.0) if ok else es[i]
+        er[i] = (r if r >= TINY else 0.0) if ok else er[i]
+        if e != e:
+            e = 0.0
+        fo = float(obs)
+        a = max(a0, 1.0 / (fo + 1.0))
+        bg = b0 if obs >= first_len else 0.0
+        lev[i] = lv + tr + a * e
+        tr = tr + bg * e
+        tre[i] = tr if abs(tr) >= TINY else 0.0
+        r = (1.0 - a) * e
+        prior = float(season_prior[i])
+        for s in range(S):
+            cycles = np.floor((fo + 0.5) / seas_len[s]) + prior
+            g = max(gamma[k, s], 1.0 / (cycles + 1.0))
+            seas[k, rows[s], i] += g * r
+            r *= 1.0 - g
 
 
 @njit(cache=True, nogil=True)

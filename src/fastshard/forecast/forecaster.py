@@ -23,30 +23,33 @@ from fastshard.forecast._checks import (
     check_seasons,
 )
 from fastshard.forecast._holtwinters import hw_cycle_init, hw_predict, hw_update
-from fastshard.forecast._naive import naive_predict, naive_step
+from fastshard.forecast._naive import F32_MAX, naive_predict, naive_step, to_float32
 from fastshard.forecast._rls import rls_predict, rls_update
 from fastshard.forecast._select import blend_reported, model_weights, track_reported
+from fastshard.forecast._state import SERIES_AXIS, STATE_VERSION, allocate, staggered
 
 MODELS = ("auto", "select", "naive", "holtwinters", "ar")
 MAX_HORIZON = 100_000
-STATE_VERSION = 1
 # Gaussian factor turning a mean absolute error into a standard deviation (sqrt(pi / 2))
 MAE_TO_SD = math.sqrt(math.pi / 2.0)
 
 #: Holt-Winters parameter sets run side by side: (alpha, beta, phi, gamma per season).
-#: A stable level with slowly learned seasons, a very stable level with seasons that track
-#: the last few cycles, and a faster level with a damped trend; chosen on the pedestrian
-#: windows (bench/), where larger alphas and undamped trends lost to every other model.
+#: A stable level with slowly learned seasons, and a very stable level with seasons that
+#: track the last few cycles. Chosen on held-out data (bench/: pedestrian windows outside the
+#: evaluated 200, bank calls before the evaluated 4 weeks; docs/forecast.md): with a third,
+#: faster set with a damped trend (0.1, 0.002, 0.95, 0.5) the bank scored MASE 0.6484 and
+#: 0.5679 there, without it 0.6478 and 0.5665, and the step is a third cheaper; a fast level
+#: (alpha 0.2) helped bank calls (0.534) but hurt pedestrian counts (0.660). Trends are
+#: still followed: the autoregression on the seasonal difference extrapolates one.
 DEFAULT_HW_SETS: tuple[tuple[float, float, float, float], ...] = (
     (0.05, 0.0, 1.0, 0.05),
     (0.02, 0.0, 1.0, 0.3),
-    (0.1, 0.002, 0.95, 0.5),
 )
 
-_STATE_ARRAYS = (
-    "ring", "last", "n_obs", "season_prior", "groups", "level", "trend", "seas", "theta", "P",
-    "zring", "scale", "err_sum", "err_wt", "rep_pending", "rep_sum", "rep_wt",
-)
+#: Half-life (steps) of the recent error that weights the models; chosen on the same held-out
+#: data among 1-8 (pedestrian counts preferred 1-2, bank calls 4-8). Weighting by the
+#: long-memory error (half-life one season) had scored 0.684 and 0.587 there.
+DEFAULT_WEIGHT_HALFLIFE = 4.0
 
 
 class Forecaster:
@@ -61,9 +64,9 @@ class Forecaster:
         data. Empty: no seasonality (naive = last value, AR on first differences).
     model:
         ``"auto"`` (default) combines, per series, the models' forecasts with weights
-        ``1 / e_m^2`` from each model's rolling one-step error ``e_m`` (so the model that
+        ``1 / e_m^4`` from each model's recent one-step error ``e_m`` (so the model that
         forecasts a series best dominates it, and close competitors share); ``"select"``
-        uses only the model with the smallest rolling error; ``"naive"``, ``"holtwinters"``
+        uses only the model with the smallest recent error; ``"naive"``, ``"holtwinters"``
         or ``"ar"`` forecast with that family only, and skip the other families' updates
         (cheaper steps; the seasonal naive model is always run, as the fallback before a
         model has a track record and as the cap on interval widths).
@@ -76,8 +79,14 @@ class Forecaster:
     forgetting:
         RLS forgetting factor in (0.9, 1]: memory of about ``1 / (1 - forgetting)`` steps.
     error_halflife:
-        half-life, in steps, of the rolling error used to choose models and size intervals
-        (default: the longest season, at least 24).
+        half-life, in steps, of the rolling error that sizes intervals, is reported by
+        :meth:`rolling_error` and measures each model's track record (default: the longest
+        season, at least 24).
+    weight_halflife:
+        half-life, in steps, of the recent error that weights and selects the models
+        (default ``DEFAULT_WEIGHT_HALFLIFE``): short, because which model forecasts a series
+        best changes with the series' regime (a holiday, an outage, a shift in the daily
+        shape) and a long memory keeps trusting yesterday's winner.
     groups:
         a group label per series (``-1`` = none); a series added later with the same group
         starts from the group's seasonal shape.
@@ -94,6 +103,7 @@ class Forecaster:
         ar_lags: Sequence[int] | None = None,
         forgetting: float = 0.995,
         error_halflife: float | None = None,
+        weight_halflife: float = DEFAULT_WEIGHT_HALFLIFE,
         groups: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         n = check_int("n_series", n_series, 0, 10_000_000)
@@ -110,6 +120,7 @@ class Forecaster:
             halflife = float(max(24, seasons[-1] if seasons else 24))
         else:
             halflife = check_positive_float("error_halflife", error_halflife)
+        recent_halflife = check_positive_float("weight_halflife", weight_halflife)
         group_arr = check_groups(groups, n)
 
         self._model = model
@@ -119,6 +130,7 @@ class Forecaster:
         self._lags = lags
         self._forgetting = lam
         self._halflife = halflife
+        self._recent_halflife = recent_halflife
         self._clock = 0
         self._derive_config()
         self._alloc(n)
@@ -142,10 +154,15 @@ class Forecaster:
         self._Z = max(self._lags)
         self._p = len(self._lags)
         self._decay = 0.5 ** (1.0 / self._halflife)
+        self._recent = 0.5 ** (1.0 / self._recent_halflife)
         # a model (or a service's own forecast) needs this much track record to count:
-        # the decayed weight of min(L, 24) scored steps, at least 3
+        # the decayed weight of min(L, 24) scored steps, at least 3 (less a margin for the
+        # float32 rounding of the weights; one more step adds about 1)
         count = max(3, min(self._L, 24))
-        self._min_wt = (1.0 - self._decay**count) / (1.0 - self._decay) - 1e-9
+        self._min_wt = (1.0 - self._decay**count) / (1.0 - self._decay) - 1e-3
+        # error weight row of each model: naive and Holt-Winters share row 0, the AR row 1
+        self._wt_row = np.zeros(self._M, dtype=np.int64)
+        self._wt_row[self._M - 1] = 1
         allowed = np.zeros(self._M, dtype=np.bool_)
         if self._model in ("auto", "select", "naive"):
             allowed[0] = True
@@ -160,43 +177,21 @@ class Forecaster:
         self._p0 = 100.0
 
     def _alloc(self, n: int) -> None:
-        K, M, p = self._K, self._M, self._p
-        a: dict[str, np.ndarray] = {
-            "ring": np.full((self._L, n), np.nan),
-            "last": np.full(n, np.nan),
-            "n_obs": np.zeros(n, dtype=np.int64),
-            "season_prior": np.zeros(n, dtype=np.int64),
-            "groups": np.full(n, -1, dtype=np.int64),
-            "level": np.zeros((K, n)),
-            "trend": np.zeros((K, n)),
-            "seas": np.zeros((K, self._sum_l, n)),
-            "theta": np.zeros((p, n)),
-            "P": np.zeros((p, p, n)),
-            "zring": np.full((self._Z, n), np.nan),
-            "scale": np.zeros(n),
-            "err_sum": np.zeros((M, n)),
-            "err_wt": np.zeros((M, n)),
-            "rep_pending": np.full(n, np.nan),
-            "rep_sum": np.zeros(n),
-            "rep_wt": np.zeros(n),
-        }
-        for m in range(p):
-            a["P"][m, m, :] = self._p0
-        self._set_state(a, n)
+        self._set_state(allocate(n, L=self._L, K=self._K, sum_l=self._sum_l, p=self._p,
+                                 Z=self._Z, M=self._M, p0=self._p0), n)
 
     def _set_state(self, arrays: dict[str, np.ndarray], n: int) -> None:
-        """Install state arrays, each copied to its own offset within a 4 KiB page.
-
-        The kernels stream several arrays at once; when their start addresses are congruent
-        modulo 4096 (likely for large allocations, which are page aligned), loads and stores
-        alias in the CPU's store buffer ("4K aliasing") and a pass can run ~20x slower.
-        Measured on this project's benchmark VM: 8 us vs 180 us for the same 10,000-series
-        scoring pass depending only on where the arrays happened to be allocated.
-        """
-        self._a = {name: _staggered(arr, slot) for slot, (name, arr) in enumerate(arrays.items())}
+        """Install state arrays, each copied to its own offset within a 4 KiB page (see
+        ``_state.staggered``), plus the per-step scratch."""
+        self._a = {name: staggered(arr, slot) for slot, (name, arr) in enumerate(arrays.items())}
         self._n = n
-        self._f1 = _staggered(np.empty(n), len(arrays))  # the AR's one-step forecasts
-        self._work = _staggered(np.empty((2 * self._p + 3, n)), len(arrays) + 1)
+        self._y32 = staggered(np.empty(n, dtype=np.float32), len(arrays))  # this step, float32
+        self._work = staggered(np.empty((2 * self._p + 3, n)), len(arrays) + 1)
+        # a lower bound of every series' observation count: kernels take their steady paths
+        # once it shows every series past warm-up (only ever raised by naive_step's report)
+        self._min_obs = int(self._a["n_obs"].min(initial=1 << 62))
+        # whether any service forecast may be pending (else scoring them is skipped)
+        self._rep_live = bool(np.isfinite(self._a["rep_pending"]).any())
 
     # ------------------------------------------------------------------ properties
     @property
@@ -228,7 +223,7 @@ class Forecaster:
         return ("naive",) + tuple(f"holtwinters[{k}]" for k in range(self._K)) + ("ar",)
 
     def selected_models(self) -> np.ndarray:
-        """Per series, the model with the least rolling error (index into :attr:`model_names`)."""
+        """Per series, the model with the least recent error (index into :attr:`model_names`)."""
         return self._weights()[1]
 
     def model_weights(self) -> np.ndarray:
@@ -238,15 +233,18 @@ class Forecaster:
     def _weights(self) -> tuple[np.ndarray, np.ndarray]:
         w = np.empty((self._M, self._n))
         best = np.empty(self._n, dtype=np.int64)
-        model_weights(self._a["err_sum"], self._a["err_wt"], self._min_wt, self._allowed,
-                      self._model == "auto", self._a["season_prior"], w, best)
+        model_weights(self._a["err_recent"], self._a["err_wt"], self._wt_row, self._min_wt,
+                      self._allowed, self._model == "auto", self._a["season_prior"], w, best)
         return w, best
 
     def rolling_error(self) -> np.ndarray:
-        """``(n_models, n_series)`` rolling mean absolute one-step error (NaN before any)."""
+        """``(n_models, n_series)`` rolling mean absolute one-step error (NaN before any, and
+        for a model that ``model`` keeps from running)."""
         a = self._a
+        wt = a["err_wt"][self._wt_row].astype(np.float64)
+        run = self._scored[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(a["err_wt"] > 0, a["err_sum"] / a["err_wt"], np.nan)
+            return np.where((wt > 0) & run, a["err_sum"] / wt, np.nan)
 
     # ------------------------------------------------------------------ stepping
     def update(self, values: Any, reported: Any = None) -> None:
@@ -256,32 +254,47 @@ class Forecaster:
         sent none). It is scored against what then arrives and blended into ``predict``'s first
         step with a weight learned from that track record.
         """
-        y = as_vector("values", values, self._n, allow_nan=True)
+        y = as_vector("values", values, self._n, allow_nan=True, allow_inf=True)
         rep = None if reported is None else as_vector("reported", reported, self._n, allow_nan=True)
+        y32 = self._y32
+        outside = to_float32(y, y32)
+        if outside:
+            raise InvalidValueError(
+                f"values must be finite numbers within +-{F32_MAX:.4g} (NaN = missing); "
+                f"got {outside} outside that range"
+            )
         a = self._a
         c = self._clock
         allowed = self._scored
-        es, ew, dec = a["err_sum"], a["err_wt"], self._decay
+        es, ew, er = a["err_sum"], a["err_wt"], a["err_recent"]
+        dec, rec = self._decay, self._recent
         K, M = self._K, self._M
+        low = self._min_obs
         # a model family excluded by ``model`` is not run at all; the seasonal ring is shared
         # state (naive, AR, cycle initialisation) and the AR must read it before it is updated
         if allowed[1]:
-            hw_update(y, c, a["n_obs"], a["season_prior"], a["level"], a["trend"], a["seas"],
+            hw_update(y32, c, a["n_obs"], a["season_prior"], a["level"], a["trend"], a["seas"],
                       self._seas_len, self._seas_off, self._alpha, self._beta, self._phi,
-                      self._gamma, es[1 : 1 + K], ew[1 : 1 + K], dec)
+                      self._gamma, es[1 : 1 + K], er[1 : 1 + K], dec, rec, low)
         if allowed[M - 1]:
             rls_update(y, a["ring"], c, a["n_obs"], self._lags_arr, a["theta"], a["P"],
-                       a["zring"], a["scale"], self._forgetting, self._p0, self._f1,
-                       self._work, es[M - 1], ew[M - 1], dec)
-        naive_step(a["ring"], a["last"], c, y, es[0], ew[0], dec)
-        track_reported(y, dec, a["rep_pending"], a["rep_sum"], a["rep_wt"], a["n_obs"])
-        if allowed[1]:
-            hw_cycle_init(y, a["ring"], c, a["n_obs"], a["season_prior"], a["level"],
+                       a["zring"], a["scale"], self._forgetting, self._p0, self._work,
+                       es[M - 1], ew[1], er[M - 1], dec, rec, low)
+        low = naive_step(a["ring"], a["last"], c, y32, a["n_obs"], es[0], ew[0], er[0], dec,
+                         rec)
+        self._min_obs = low
+        if self._rep_live:
+            track_reported(y, dec, a["rep_pending"], a["rep_sum"], a["rep_wt"])
+        # a first cycle completes only where n_obs reached a season length
+        if allowed[1] and low <= self._L:
+            hw_cycle_init(y32, a["ring"], c, a["n_obs"], a["season_prior"], a["level"],
                           a["trend"], a["seas"], self._seas_len, self._seas_off)
-        if rep is None:
-            a["rep_pending"].fill(np.nan)
-        else:
+        if rep is not None:
             np.copyto(a["rep_pending"], rep)
+            self._rep_live = True
+        elif self._rep_live:
+            a["rep_pending"].fill(np.nan)
+            self._rep_live = False
         self._clock = c + 1
 
     def predict(self, h: int) -> np.ndarray:
@@ -327,10 +340,10 @@ class Forecaster:
             zbuf = np.empty((self._Z + h, n))
             rls_predict(c, a["ring"], a["last"], self._lags_arr, a["theta"], a["zring"],
                         a["scale"], zbuf, w[self._M - 1], acc)
-        blend_reported(acc, best, a["err_sum"], a["err_wt"], a["rep_pending"], a["rep_sum"],
-                       a["rep_wt"], self._min_wt)
-        never = a["n_obs"] == 0
-        if never.any():
+        blend_reported(acc, best, a["err_sum"], a["err_wt"], self._wt_row, a["rep_pending"],
+                       a["rep_sum"], a["rep_wt"], self._min_wt)
+        if self._min_obs == 0:  # else every series has been observed
+            never = a["n_obs"] == 0
             acc[:, never] = np.nan
         return acc.T
 
@@ -375,10 +388,7 @@ class Forecaster:
             fresh._a["seas"][:] = shape[:, :, None]
             fresh._a["season_prior"][:] = 2
         fresh._a["groups"][:] = g
-        axis_of = {"ring": 1, "last": 0, "n_obs": 0, "season_prior": 0, "groups": 0, "level": 1,
-                   "trend": 1, "seas": 2, "theta": 1, "P": 2, "zring": 1, "scale": 0,
-                   "err_sum": 1, "err_wt": 1, "rep_pending": 0, "rep_sum": 0, "rep_wt": 0}
-        grown = {name: np.concatenate((arr, fresh._a[name]), axis=axis_of[name])
+        grown = {name: np.concatenate((arr, fresh._a[name]), axis=SERIES_AXIS[name])
                  for name, arr in self._a.items()}
         self._set_state(grown, old + k)
         return range(old, old + k)
@@ -410,6 +420,7 @@ class Forecaster:
                 "ar_lags": list(self._lags),
                 "forgetting": self._forgetting,
                 "error_halflife": self._halflife,
+                "weight_halflife": self._recent_halflife,
             },
             "clock": self._clock,
             "n_series": self._n,
@@ -424,6 +435,8 @@ class Forecaster:
         if d.get("version") != STATE_VERSION:
             raise InvalidValueError(
                 f"state version must be {STATE_VERSION}, got {d.get('version')!r}"
+                + (" (saved by fastshard before the float32 state layout; it cannot be "
+                   "resumed, start a new Forecaster)" if d.get("version") == 1 else "")
             )
         try:
             cfg, arrays = d["config"], d["arrays"]
@@ -432,9 +445,9 @@ class Forecaster:
             raise InvalidValueError(f"state is missing the field {exc.args[0]!r}") from None
         f = cls(n, cfg["season_lengths"], model=cfg["model"], step=cfg["step"],
                 hw_sets=cfg["hw_sets"], ar_lags=cfg["ar_lags"], forgetting=cfg["forgetting"],
-                error_halflife=cfg["error_halflife"])
+                error_halflife=cfg["error_halflife"], weight_halflife=cfg["weight_halflife"])
         clock = check_int("clock", clock, 0)
-        missing = set(_STATE_ARRAYS) - set(arrays)
+        missing = set(SERIES_AXIS) - set(arrays)
         if missing:
             raise InvalidValueError(f"state arrays missing: {sorted(missing)}")
         loaded = {}
@@ -449,16 +462,3 @@ class Forecaster:
         f._clock = clock
         return f
 
-
-_PAGE = 4096
-_STAGGER = 7 * 64  # seven cache lines: 64 distinct offsets per page before any repeats
-
-
-def _staggered(arr: np.ndarray, slot: int) -> np.ndarray:
-    """A C-contiguous copy of ``arr`` starting ``slot * 448`` bytes (mod 4096) into a page."""
-    nbytes = arr.nbytes
-    raw = np.empty(nbytes + 2 * _PAGE, dtype=np.uint8)
-    start = (-raw.ctypes.data) % _PAGE + (slot * _STAGGER) % _PAGE
-    out = raw[start : start + nbytes].view(arr.dtype).reshape(arr.shape)
-    out[...] = arr
-    return out
