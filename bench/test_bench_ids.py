@@ -133,3 +133,60 @@ def test_backend_memory_next_ids_65536(benchmark, gen):
 @pytest.mark.benchmark(group="id-backend")
 def test_backend_redis_next_ids_65536(benchmark, redis_gen):
     benchmark(redis_gen.next_ids, BATCH)
+
+
+# ---------------------------------------------------------------------- block sizing
+# ``id-sizing``: what predictive block sizing costs per finished time shard, on the worker
+# thread (never on next_id's path). fastshard.forecast's one-series model (update +
+# predict + predict_interval) next to Leaf's segment rule, the stand-in peer (it forecasts
+# nothing: double or halve the step by how long the last segment lasted).
+SHARD_USAGE = [int(50_000 * (1.5 + np.sin(2 * np.pi * (h % 24) / 24))) for h in range(24 * 14)]
+
+
+@pytest.mark.benchmark(group="id-sizing")
+def test_sizing_usage_forecaster_observe_per_shard(benchmark):
+    from fastshard.ids import UsageForecaster
+
+    f = UsageForecaster(24)
+    for used in SHARD_USAGE:  # warm: kernels loaded, seasons initialised
+        f.observe(used)
+    it = iter(SHARD_USAGE * 1000)
+    benchmark(lambda: f.observe(next(it)))
+    assert f.forecast()[1] > 0
+
+
+@pytest.mark.benchmark(group="id-sizing")
+def test_sizing_peer_leaf_segment_rule_per_shard(benchmark):
+    state = {"step": 1024}
+
+    def leaf(used: int = 60_000) -> int:
+        step = state["step"]
+        lasted = step / used  # in shards
+        if lasted < 0.25:
+            step *= 2
+        elif lasted > 1.0:
+            step = max(1024, step // 2)
+        state["step"] = step
+        return step
+
+    benchmark(leaf)
+
+
+_STARTUP = {
+    "import": "import fastshard.ids",
+    "first_observe": "from fastshard.ids import UsageForecaster; UsageForecaster(24).observe(1000)",
+}
+
+
+@pytest.mark.parametrize("what", sorted(_STARTUP))
+@pytest.mark.benchmark(group="id-sizing-startup")
+def test_sizing_startup_in_a_new_process(benchmark, what):
+    """A fresh interpreter importing fastshard.ids, with and without the first observation
+    (Numba kernels loaded from a warm cache): the difference is the one-off cost a
+    generator's worker pays at its first finished shard."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _STARTUP[what]]
+    subprocess.run(cmd, check=True, capture_output=True)  # fill Numba's cache
+    benchmark.pedantic(subprocess.run, args=(cmd,), kwargs={"check": True}, rounds=5)

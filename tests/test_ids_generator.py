@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -177,6 +178,57 @@ def test_closed_generator_refuses() -> None:
         gen.next_id()
 
 
+def wait_for_observations(gen: IdGenerator, n: int, timeout: float = 30.0) -> None:
+    """Wait until the worker has fed ``n`` finished shards to the usage forecaster (the first
+    one loads the Numba kernels, which takes seconds on a cold cache)."""
+    deadline = time.monotonic() + timeout
+    while gen.sizer.forecaster.observations < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert gen.sizer.forecaster.observations >= n
+
+
+class RecordingForecaster:
+    """A usage forecaster that records which thread fed it."""
+
+    def __init__(self) -> None:
+        self.observations = 0
+        self.threads: set[str] = set()
+
+    def observe(self, used: float) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.observations += 1
+
+    def forecast(self) -> tuple[float, float]:
+        return 3000.0, 4000.0
+
+
+def test_usage_is_fed_to_the_forecaster_by_the_worker_not_the_caller() -> None:
+    """The forecaster (Numba, slow on first use) never runs on a thread waiting for IDs."""
+    clock = FakeClock()
+    recorder = RecordingForecaster()
+    gen = IdGenerator(7, clock=clock, min_block=64, usage_forecaster=recorder)
+    for _ in range(3):
+        gen.next_ids(2000)
+        clock.t += 1.0
+        wait_for_roll(gen)
+    gen.next_id()
+    wait_for_observations(gen, 3)
+    assert threading.current_thread().name not in recorder.threads
+    assert gen.sizer.next_shard_block() == 4400  # the plugged-in forecast sizes blocks
+    gen.close()
+
+
+def test_without_a_worker_usage_is_observed_inline() -> None:
+    clock = FakeClock()
+    recorder = RecordingForecaster()
+    gen = IdGenerator(8, clock=clock, min_block=64, usage_forecaster=recorder, background=False)
+    gen.next_ids(100)
+    clock.t += 1.0
+    gen.next_ids(gen.remaining() + 1)  # exhausts the block: the refill installs the new shard's
+    assert recorder.observations == 1 and recorder.threads == {threading.current_thread().name}
+    gen.close()
+
+
 def test_background_prefetch_keeps_a_spare_and_rolls_shards() -> None:
     clock = FakeClock()
     gen = IdGenerator(5, clock=clock, min_block=1000)
@@ -201,6 +253,7 @@ def test_forecast_sizes_the_next_shards_block_to_its_usage() -> None:
         clock.t += 1.0
         wait_for_roll(gen)
     gen.next_id()
+    wait_for_observations(gen, 5)  # the worker feeds finished shards to the forecaster
     point, upper = gen.sizer.forecaster.forecast()
     assert 4000 < point < 6000
     assert 5000 <= gen.sizer.next_shard_block() <= 12_000

@@ -53,7 +53,7 @@ from fastshard.errors import (
 from fastshard.ids.coordinator import Coordinator, Grant
 from fastshard.ids.layout import DEFAULT_LAYOUT, IdLayout
 from fastshard.ids.persistence import HighWaterFile
-from fastshard.ids.sizing import BlockSizer
+from fastshard.ids.sizing import BlockSizer, ShardUsageForecaster, UsageForecaster, daily_season
 
 log = logging.getLogger("fastshard.ids")
 
@@ -85,6 +85,10 @@ class IdGenerator(IdCore):
     ``host_id=None`` leases the first free host id. ``coordinator`` defaults to an embedded
     in-memory one (private to this process); pass ``Coordinator(backends.get("redis", ...))``
     to coordinate hosts. ``clock`` returns Unix seconds (inject one in tests).
+    ``usage_forecaster`` forecasts this host's IDs per time shard for block sizing (default: a
+    :class:`~fastshard.ids.UsageForecaster` over :mod:`fastshard.forecast`, with a daily
+    season when a day is at most 144 shards); the background worker feeds it each finished
+    shard's usage.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class IdGenerator(IdCore):
         prefetch_at: float = 0.25,
         min_block: int = 1024,
         max_block: int | None = None,
+        usage_forecaster: ShardUsageForecaster | None = None,
         background: bool = True,
     ) -> None:
         # ---- validate everything before leasing anything
@@ -124,7 +129,9 @@ class IdGenerator(IdCore):
         self.max_lead_shards = check_int("max_lead_shards", max_lead_shards, 0, 1_000_000)
         self.prefetch_at = _in_range("prefetch_at", prefetch_at, 0.0, 1.0)
         self.layout = layout
-        self.sizer = BlockSizer(layout.counter_capacity, min_block, max_block)
+        if usage_forecaster is None:
+            usage_forecaster = UsageForecaster(daily_season(layout.shard_seconds))
+        self.sizer = BlockSizer(layout.counter_capacity, min_block, max_block, usage_forecaster)
         self._clock = clock
         layout.shard_of(clock())  # a clock outside the layout's range is a configuration error
         self.owner = owner if owner is not None else _default_owner()
@@ -144,6 +151,9 @@ class IdGenerator(IdCore):
         self._current: Grant | None = None
         self._current_since = 0.0
         self._used: dict[int, int] = {}
+        # finished shards' usage, waiting for the worker to feed the forecaster (a Numba
+        # model whose first call may take seconds: never on a thread waiting for IDs)
+        self._finished: deque[tuple[int, int]] = deque()
         self._closed = False
         self._fenced: str | None = None
         self._forked_unshared = False
@@ -300,11 +310,19 @@ class IdGenerator(IdCore):
         self._retire_current()
         if self._current is not None and grant.shard > self._current.shard:
             for shard in sorted(s for s in self._used if s < grant.shard):
-                self.sizer.observe_shard(shard, self._used.pop(shard))
+                self._finished.append((shard, self._used.pop(shard)))
+            if self._background:
+                self._wake.set()
+            else:
+                self._observe_finished()  # no worker: the caller chose to pay it inline
         start_id = self.layout.id_of_position(grant.start, self.host_id)
         self.install(start_id, start_id + grant.size)
         self._current = grant
         self._current_since = time.monotonic()
+
+    def _observe_finished(self) -> None:
+        while self._finished:
+            self.sizer.observe_shard(*self._finished.popleft())
 
     def _retire_current(self) -> None:
         cur = self._current
@@ -379,6 +397,7 @@ class IdGenerator(IdCore):
 
     def _tick(self) -> None:
         """One round of the background worker."""
+        self._observe_finished()
         mono = time.monotonic()
         if mono >= self._renew_due:
             try:
