@@ -68,20 +68,32 @@ def test_reactive_splits_on_measured_overload_and_on_twice_the_mean():
 
 def test_predictive_acts_before_the_load_arrives():
     f = LinearForecaster(1)
-    policy = PredictivePolicy(f, horizon=2)
+    policy = PredictivePolicy(f, horizon=2, interval="forecaster")
     m, mgr = _setup(policy)
-    for total in (100.0, 120.0, 140.0):  # rising 20 per step: 180 in two steps
+    for total in (40.0, 90.0, 140.0):  # rising 50 per step: 240 in two steps
         policy.observe(np.array([total]))
     measured = np.array([70.0, 70.0])  # 70% of capacity: reactive would do nothing
     assert not ReactivePolicy().decide(ShardManager(ShardMap(2), 100.0), measured)
     plan = policy.decide(mgr, measured, shares=SHARES)
-    assert len(plan) >= 1
+    assert plan.count("split") >= 1
     assert all(a.proactive for a in plan.actions if hasattr(a, "from_shard"))
+
+
+def test_predictive_waits_while_the_forecast_stays_under_capacity():
+    """Acting ahead is for a forecast overload: a busy forecast under capacity (110% by
+    default) is left to the measured load, so few proactive moves prove unnecessary."""
+    f = LinearForecaster(1)
+    policy = PredictivePolicy(f, horizon=2, interval="forecaster")
+    m, mgr = _setup(policy)
+    for total in (120.0, 140.0, 160.0):  # 200 in two steps: 100 per shard, at capacity
+        policy.observe(np.array([total]))
+    plan = policy.decide(mgr, np.array([80.0, 80.0]), shares=SHARES)
+    assert not any(getattr(a, "proactive", False) for a in plan.actions)
 
 
 def test_predictive_is_quiet_when_the_forecast_is_flat():
     f = LinearForecaster(1, spread=0.05)
-    policy = PredictivePolicy(f, horizon=2)
+    policy = PredictivePolicy(f, horizon=2, interval="forecaster")
     m, mgr = _setup(policy)
     for _ in range(3):
         policy.observe(np.array([120.0]))
@@ -107,6 +119,8 @@ def test_policy_validation():
         make_policy("clairvoyant")
     with pytest.raises(InvalidValueError, match="needs a forecaster"):
         make_policy("predictive")
+    with pytest.raises(InvalidValueError, match="interval must be 'calibrated' or 'forecaster'"):
+        PredictivePolicy(LinearForecaster(1), interval="guess")
     f = LinearForecaster(1)
     policy = PredictivePolicy(f)
     m, mgr = _setup(policy)
@@ -115,3 +129,47 @@ def test_policy_validation():
         policy.decide(mgr, np.array([1.0, 1.0]), shares=np.ones((1, 3)))
     with pytest.raises(InvalidValueError, match="shares has 2 series but the forecaster has 1"):
         policy.decide(mgr, np.array([1.0, 1.0]), shares=np.ones((2, 2)))
+
+
+class ConstantForecaster(LinearForecaster):
+    """Always forecasts ``level``, whatever arrives; its own interval is useless."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__(1, spread=5.0)
+        self.level = level
+
+    def predict(self, h: int) -> np.ndarray:
+        return np.full((1, h), self.level)
+
+
+def test_calibrated_upper_bound_covers_what_arrives():
+    """With interval="calibrated" the upper bound is the forecast times the q quantile of
+    actual / forecast seen so far: on a series whose forecast errs by up to +-12%, about q
+    of the next values fall under it (the forecaster's own 500%-wide interval is not used)."""
+    rng = np.random.default_rng(3)
+    policy = PredictivePolicy(ConstantForecaster(1000.0), horizon=1, q=0.9)
+    inside = []
+    for step in range(400):
+        value = 1000.0 * rng.uniform(0.88, 1.12)
+        if step > 200:
+            _, upper, _ = policy.series_upper()
+            assert upper[0] <= 1120.0
+            inside.append(value <= upper[0])
+        policy.observe(np.array([value]))
+    assert 0.85 <= np.mean(inside) <= 0.95
+
+
+def test_a_surge_the_forecast_missed_is_carried_forward():
+    policy = PredictivePolicy(ConstantForecaster(100.0), horizon=1, q=0.9)
+    for _ in range(30):
+        policy.observe(np.array([100.0]))
+    point, _, _ = policy.series_upper()
+    assert point[0] == pytest.approx(100.0)
+    policy.observe(np.array([140.0]))  # one step above the forecast: not yet a surge
+    assert policy.series_upper()[0][0] == pytest.approx(100.0)
+    policy.observe(np.array([150.0]))  # two in a row, both > 15% short: an event
+    point, _, _ = policy.series_upper()
+    assert point[0] == pytest.approx(100.0 * 1.4)  # the smaller of the two shortfalls
+    for _ in range(2):
+        policy.observe(np.array([100.0]))  # back to normal
+    assert policy.series_upper()[0][0] == pytest.approx(100.0)

@@ -262,6 +262,36 @@ def test_move_add_remove_node():
         m.move("zz", "d")
 
 
+def _paint_twin(starts, owners, start, end, shard):
+    """Owner of every hash after giving [start, end) to shard, as a coalesced slice list."""
+    bounds = sorted(set(starts) | {start} | ({end} if end < HASH_SPACE else set()))
+    out_s, out_o = [], []
+    for b in bounds:
+        o = shard if start <= b < end else owners[bisect.bisect_right(starts, b) - 1]
+        if not out_o or out_o[-1] != o:
+            out_s.append(b)
+            out_o.append(o)
+    return out_s, out_o
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_assign_range_paints_only_the_range(data):
+    """Many ranges painted one after another (as a plan of many moves is applied) give the
+    same slices as repainting every hash from scratch."""
+    m = ShardMap(data.draw(st.integers(1, 6)), ["a", "b"])
+    starts = [s.start for s in m.slices]
+    owners = [s.shard for s in m.slices]
+    for _ in range(data.draw(st.integers(1, 12))):
+        lo = data.draw(st.one_of(U64, st.sampled_from(starts)))
+        hi = data.draw(st.one_of(st.integers(lo + 1, min(lo + 5000, HASH_SPACE)),
+                                 st.integers(lo + 1, HASH_SPACE)))
+        shard = data.draw(st.sampled_from(sorted(set(owners)) + ["fresh-1", "fresh-2"]))
+        m.assign_range(lo, hi, shard, node="a" if shard.startswith("fresh") and shard not in owners else None)
+        starts, owners = _paint_twin(starts, owners, lo, hi, shard)
+        assert [(s.start, s.shard) for s in m.slices] == list(zip(starts, owners, strict=True))
+
+
 def test_assign_range_isolates_a_hot_key_and_retires_empty_shards():
     m = ShardMap(2, ["a", "b"])
     h = twin_hash("celebrity")

@@ -28,7 +28,8 @@ def test_datasets_load_as_per_service_volumes():
     assert len(names) == 4 and vols.shape[1] == 4 and season == 24
     assert vols.shape[0] > 10_000 and (vols >= 0).all()
     names, vols, season = load_dataset("bank_calls")
-    assert names == ["bank-calls"] and vols.shape[1] == 1 and season == 34
+    assert names == ["bank-calls"] and vols.shape[1] == 1 and season == 28
+    assert vols.shape[0] % 28 == 0  # whole days: the season stays in phase
     with pytest.raises(InvalidValueError, match="dataset must be one of"):
         load_dataset("weather")
 
@@ -151,3 +152,23 @@ def test_bad_simulation_config_is_rejected():
         SimConfig(headroom=0.0)
     with pytest.raises(InvalidValueError, match="zipf must be in"):
         WorkloadConfig(zipf=0)
+
+
+def test_key_shares_follow_a_popularity_shift_at_once():
+    """Shares are learned from decayed counts, but a key whose count departs from its
+    estimate by many Poisson deviations (a hot set handed to other keys) is re-learned at
+    once instead of being averaged in over many steps."""
+    from fastshard.simulate.feed import KeyShares
+
+    rng = np.random.default_rng(0)
+    key_service = np.zeros(4, dtype=np.int64)
+    shares = KeyShares(key_service)
+    before = np.array([0.6, 0.2, 0.1, 0.1])
+    for _ in range(20):
+        est = shares.update(rng.poisson(before * 10_000).astype(float), np.array([10_000.0]))
+    assert np.allclose(est, before, atol=0.01) and shares.resets < 5
+    after = np.array([0.1, 0.2, 0.1, 0.6])  # keys 0 and 3 swap popularity
+    est = shares.update(rng.poisson(after * 10_000).astype(float), np.array([10_000.0]))
+    assert np.allclose(est, after, atol=0.02)
+    with pytest.raises(InvalidValueError, match="decay must be in"):
+        KeyShares(key_service, decay=1.0)

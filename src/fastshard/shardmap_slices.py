@@ -100,27 +100,29 @@ def _coalesce(starts: list[int], owners: list[str]) -> tuple[tuple[int, ...], tu
 
 
 def _paint(st: _State, start: int, end: int, shard: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Slices after giving ``[start, end)`` to ``shard``, cutting the slices it overlaps."""
-    starts: list[int] = []
-    owners: list[str] = []
-    placed = False
-    for i, (s, o) in enumerate(zip(st.starts, st.owners, strict=True)):
-        e = st.end(i)
-        if e <= start or s >= end:
-            starts.append(s)
-            owners.append(o)
-            continue
-        if s < start:
-            starts.append(s)
-            owners.append(o)
-        if not placed:
-            starts.append(max(s, start))
-            owners.append(shard)
-            placed = True
-        if e > end:
-            starts.append(end)
-            owners.append(o)
-    return _coalesce(starts, owners)
+    """Slices after giving ``[start, end)`` to ``shard``, cutting the slices it overlaps.
+
+    Only the overlapped slices and their two neighbours are rebuilt (the rest is spliced in
+    as tuple slices), so a plan of many small ranges on a map of many slices stays cheap."""
+    starts, owners = st.starts, st.owners
+    i = bisect.bisect_right(starts, start) - 1  # the slice holding `start`
+    j = bisect.bisect_left(starts, end)  # slices i .. j-1 overlap [start, end)
+    mid_s: list[int] = []
+    mid_o: list[str] = []
+    if starts[i] < start:
+        mid_s.append(starts[i])
+        mid_o.append(owners[i])
+    mid_s.append(start)
+    mid_o.append(shard)
+    if st.end(j - 1) > end:
+        mid_s.append(end)
+        mid_o.append(owners[j - 1])
+    # neighbours never share a shard outside the rebuilt part: coalesce only around it
+    lo = max(i - 1, 0)
+    hi = min(j + 1, len(starts))
+    local_s, local_o = _coalesce(list(starts[lo:i]) + mid_s + list(starts[j:hi]),
+                                 list(owners[lo:i]) + mid_o + list(owners[j:hi]))
+    return starts[:lo] + local_s + starts[hi:], owners[:lo] + local_o + owners[hi:]
 
 
 def _owner_changes(old: _State, new: _State) -> list[_Change]:

@@ -48,9 +48,12 @@ _log = logging.getLogger(__name__)
 class LoadForecast:
     """Predicted load per slice of one map epoch (same order as ``ShardMap.slices``).
 
-    ``upper`` is the bound the planner protects against (e.g. the 90% forecast quantile h
-    steps ahead); ``point`` the central forecast; ``measured`` the load measured in the last
-    interval (optional: only used to tell proactive actions from reactive ones).
+    ``upper`` is the bound the planner protects against (e.g. the 90% forecast quantile, the
+    largest over the next h steps); ``point`` the central forecast (its largest over the
+    same steps: what triggers and sizes overload relief); ``expected`` the central forecast
+    of the *next* interval, what rebalancing evens out (default: ``point``); ``measured``
+    the load measured in the last interval (optional: only used to tell proactive actions
+    from reactive ones).
     ``hot_hashes``/``hot_upper`` name single keys with their own predicted upper bound, for
     hot-key isolation. ``key_hashes``/``key_load`` (optional): a sample of keys with their
     measured load (e.g. ``ShardMap.record_load``'s reservoir) so cuts fall between real keys
@@ -62,6 +65,7 @@ class LoadForecast:
     upper: np.ndarray
     point: np.ndarray | None = None
     measured: np.ndarray | None = None
+    expected: np.ndarray | None = None
     hot_hashes: Sequence[int] = ()
     hot_upper: np.ndarray | None = None
     key_hashes: np.ndarray | None = None
@@ -90,7 +94,10 @@ class _Service:
     def __init__(self, shard_map: Any, router: Router | None) -> None:
         self.map = shard_map
         self.router = router
+        #: round of the last structural change (created, split from, merged, moved) per shard
         self.last_changed: dict[str, int] = {}
+        self.last_split = -(10**9)  # round of the last split: no retirement starts soon after
+        self.retiring: list[str] = []  # shards being emptied over several rounds
         self.ever_named: set[str] = set(shard_map.shards)
 
 
@@ -202,6 +209,7 @@ class ShardManager:
             point = _check_load("predicted_load.point", fc.point, n)
             if (point > upper * (1 + 1e-9) + 1e-9).any():
                 raise InvalidValueError("predicted_load.point must be <= predicted_load.upper for every slice")
+        expected = None if fc.expected is None else _check_load("predicted_load.expected", fc.expected, n)
         hot_upper = None
         if len(fc.hot_hashes):
             hot_upper = _check_load("predicted_load.hot_upper", fc.hot_upper, len(fc.hot_hashes))
@@ -229,8 +237,11 @@ class ShardManager:
             view, upper, capacity,
             config=self.config, cooling=cooling, failed=failed,
             new_name=lambda kind: self._fresh_name(svc, kind),
-            measured=measured, point=point, hot_hashes=list(fc.hot_hashes), hot_upper=hot_upper,
+            measured=measured, point=point, expected=expected,
+            hot_hashes=list(fc.hot_hashes), hot_upper=hot_upper,
             key_hashes=key_hashes, key_load=key_load,
+            retiring=svc.retiring, scale_cooldown=self.round - svc.last_split < cd,
+            new_capacity=self.default_capacity,
         )
         return Plan(
             message_type=message_type,
@@ -242,6 +253,7 @@ class ShardManager:
             min_load_needed=result.min_load_needed,
             planning_seconds=time.perf_counter() - t0,
             skipped=result.skipped,
+            retiring=tuple(result.retiring),
         )
 
     def _plan_new_service(self, predicted_load: Any, message_type: str | None, t0: float) -> Plan:
@@ -286,6 +298,7 @@ class ShardManager:
                 f"plan was computed against epoch {plan.base_epoch}; the map is at {m.epoch}"
             )
         self.round += 1
+        svc.retiring = [x for x in plan.retiring if x in m.shards]
         if not plan.actions:
             return m.epoch
         before = set(m.shards)
@@ -328,6 +341,9 @@ class ShardManager:
         for a in plan.actions:
             for s in _touched(a):
                 svc.last_changed[s] = self.round
+            if isinstance(a, Reassign) and a.kind == "split":
+                svc.last_split = self.round
+        svc.retiring = [x for x in plan.retiring if x in m.shards]
         if svc.router is None and self.backend is not None:
             # without a router there is no fence to wait for: retire at once
             for s in before - set(m.shards):
@@ -371,6 +387,19 @@ def _apply_actions(actions: Sequence[Action], shard_map: Any) -> None:
 
 
 def _touched(action: Action) -> tuple[str, ...]:
-    if isinstance(action, (Reassign, Merge)):
+    """Shards whose structure an action changes, for the cooldown: a shard just created
+    (split, isolated key) is not retired at once, a shard being retired or merged and a
+    moved shard are not changed again at once. Shards that merely give or take load
+    (rebalancing, relief into an existing shard, receiving a retiring shard's ranges) do not
+    count: what they carry changes, not which shards exist or where."""
+    if isinstance(action, Reassign):
+        if action.kind in ("split", "isolate"):
+            return (action.to_shard,)
+        if action.kind == "merge":
+            return (action.from_shard,)
+        if action.kind == "drain":
+            return action.shards
+        return ()
+    if isinstance(action, Merge):
         return action.shards
     return getattr(action, "shards", ()) if not isinstance(action, CreateService) else ()

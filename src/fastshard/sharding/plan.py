@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 HASH_SPACE = 2**64
 
 #: why a range changes owner
-ReassignKind = Literal["split", "isolate", "resize", "drain"]
+ReassignKind = Literal["split", "isolate", "resize", "drain", "merge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +28,9 @@ class Reassign:
 
     ``to_shard`` is created on ``node`` when it does not exist yet. This one action covers a
     split (part of an overloaded shard to a new shard), the isolation of one hot key
-    (``end == start + 1``), a resize (a boundary between two neighbours shifts) and the drain
-    of a failed shard's slices.
+    (``end == start + 1``), a resize (load handed from one existing shard to another), part
+    of a merge (a shard being retired hands its ranges to others; once it owns nothing it
+    disappears) and the drain of a failed shard's slices.
     """
 
     start: int
@@ -131,6 +132,7 @@ class Plan:
     min_load_needed: float = 0.0
     planning_seconds: float = 0.0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> how many candidates
+    retiring: tuple[str, ...] = ()  # shards still being emptied once this plan is applied
 
     def __bool__(self) -> bool:
         return bool(self.actions)
@@ -140,7 +142,7 @@ class Plan:
 
     def count(self, kind: str) -> int:
         """How many actions of ``kind`` ("split", "isolate", "resize", "drain", "merge", "move",
-        "create")."""
+        "create"); a range handed over by a retiring shard counts as "merge"."""
         return sum(1 for a in self.actions if action_kind(a) == kind)
 
     def summary(self) -> str:

@@ -2,30 +2,35 @@
 
 Everything here works on NumPy arrays over the slices of one shard map (one entry per
 slice) and over its shards (one entry per shard), so a round over 10,000 slices costs a few
-vectorised passes plus a Python loop over the *candidate* shards only (the overloaded, the
-cold pairs, the failed), never over every slice.
+vectorised passes plus Python loops over the *candidate* shards and moves only.
 
-The rules (implemented in :mod:`fastshard.sharding.rules`), in priority order (earlier
-rules claim shards first; a shard takes part in at most one action per round):
+The rules, in order (earlier rules claim keys and slices first; no hash moves twice in
+one round):
 
-1. **drain** – a failed shard merges into its least loaded healthy neighbour (exempt from
-   the movement budget and cooldowns: its messages have nowhere else to go);
-2. **isolate** – a single key predicted above ``hot_key_fraction`` of its shard's capacity
-   gets the one-hash range ``[h, h + 1)`` as a shard of its own;
-3. **split** – a shard whose predicted upper bound exceeds ``high_water`` x capacity (or,
-   Slicer style, ``split_above_mean`` x the mean shard load) hands the top part of its
-   heaviest slices to a new shard, just enough to come back to ``target_fill``;
-4. **resize** – a shard above ``(1 + imbalance_tolerance)`` x mean shifts a boundary towards
-   a neighbour below the mean;
-5. **merge** – adjacent shards whose combined upper bound stays below ``low_water`` merge
-   (the gap between ``low_water`` and ``high_water`` is the hysteresis that stops flapping),
+1. **drain** - a failed shard merges into its least loaded healthy neighbour (exempt from
+   the movement budget: its messages have nowhere else to go);
+2. **isolate** - a single key predicted above ``hot_key_fraction`` of its shard's capacity
+   gets the one-hash range ``[h, h + 1)`` as a shard of its own; an isolated key whose point
+   forecast fell under ``hot_key_rejoin`` rejoins the coldest shard that has room;
+3. **relieve** - a shard whose point forecast exceeds ``high_water`` x capacity, or whose
+   upper bound exceeds capacity while the point forecast is above ``guard_point`` x
+   capacity, sheds the least needed plus ``shed_margin`` to the coldest shard that can take
+   it, else into a new shard (reactive, Slicer style: also above ``split_above_mean`` x the
+   mean);
+4. **retire** - when the other shards could carry the predicted upper bound at
+   ``retire_below`` x capacity on average, the shard with the fewest keys is emptied into the
+   coldest (over several rounds when the budget requires) and disappears;
+5. **rebalance** - the hottest shard above ``(1 + imbalance_tolerance)`` x the mean of the
+   expected load gives the coldest the keys that best close the gap, repeatedly;
+6. **merge** - adjacent shards whose combined upper bound stays below ``low_water`` merge,
    and isolated single-key shards whose key cooled rejoin a neighbour;
-6. **move** – when one node carries more than ``(1 + node_imbalance)`` x the mean node load,
+7. **move** - when one node carries more than ``(1 + node_imbalance)`` x the mean node load,
    one shard moves to the least loaded node.
 
-Splits, resizes, merges and moves respect a per-shard cooldown (rounds since the shard was
-last changed) and share one movement budget: at most ``max_move_fraction`` of the hash
-space changes owner per round.
+Hysteresis: a shard is split at ``high_water`` (85%) but retired only when the rest stay
+under ``retire_below`` (60%); a shard created within ``cooldown_rounds`` is not retired, and
+no shard is retired within ``cooldown_rounds`` of a split. Every move shares one movement
+budget: at most ``max_move_fraction`` of the keys change owner per round.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastshard.errors import InvalidValueError, check_finite, check_int
-from fastshard.sharding import rules
+from fastshard.sharding import balance, rules
+from fastshard.sharding.cuts import KeyIndex
 from fastshard.sharding.plan import HASH_SPACE, Action
 
 
@@ -47,16 +53,29 @@ class PlannerConfig:
     high_water: float = 0.85
     target_fill: float = 0.80
     low_water: float = 0.40
-    hot_key_fraction: float = 0.40
+    hot_key_fraction: float = 0.45
+    #: an isolated key predicted below this share of capacity rejoins a shard (a single-key
+    #: shard far below the others drags the mean shard load down)
+    hot_key_rejoin: float = 0.35
+    #: the upper bound alone triggers relief only while the point forecast is above this
+    #: share of capacity (0: whenever the upper bound crosses capacity)
+    guard_point: float = 0.0
+    #: with a measured load given, a shard the measurement leaves under high_water acts ahead
+    #: of time only when its point forecast exceeds this share of capacity (a predicted
+    #: overload, not merely a busy shard) or the upper-bound guard fires
+    act_ahead_above: float = 1.0
+    #: retire a shard when the others would carry the predicted upper bound at this share of
+    #: their capacity on average (between low_water and target_fill: hysteresis)
+    retire_below: float = 0.6
     split_above_mean: float | None = None
-    imbalance_tolerance: float | None = 0.05
+    imbalance_tolerance: float | None = 0.015
     node_imbalance: float | None = 0.25
     max_move_fraction: float = 0.09
     #: a shed moves the least needed (back under high_water) plus this share of it, so the
     #: next interval's growth does not trigger again at once
     shed_margin: float = 0.25
     #: a rebalance move must lower the pair's peak by this share of the mean shard load
-    min_rebalance_gain: float = 0.02
+    min_rebalance_gain: float = 0.005
     cooldown_rounds: int = 3
     #: budgeted actions (splits, resizes, merges, moves) per round: a plan stays reviewable
     #: and cheap to apply; hot-key isolation and failure drains are not capped
@@ -74,6 +93,20 @@ class PlannerConfig:
                 "thresholds must satisfy low_water < target_fill <= high_water, got "
                 f"low_water={self.low_water}, target_fill={self.target_fill}, high_water={self.high_water}"
             )
+        rj = check_finite("hot_key_rejoin", self.hot_key_rejoin)
+        if not 0.0 <= rj < self.hot_key_fraction:
+            raise InvalidValueError(
+                f"hot_key_rejoin must be in [0, hot_key_fraction={self.hot_key_fraction}), got {rj}")
+        guard = check_finite("guard_point", self.guard_point)
+        if not 0.0 <= guard <= 10.0:
+            raise InvalidValueError(f"guard_point must be in [0, 10], got {guard}")
+        ahead = check_finite("act_ahead_above", self.act_ahead_above)
+        if not self.high_water <= ahead <= 10.0:
+            raise InvalidValueError(f"act_ahead_above must be in [high_water={self.high_water}, 10], got {ahead}")
+        rb = check_finite("retire_below", self.retire_below)
+        if not self.low_water <= rb < self.target_fill:
+            raise InvalidValueError(
+                f"retire_below must be in [low_water={self.low_water}, target_fill={self.target_fill}), got {rb}")
         if self.split_above_mean is not None and check_finite("split_above_mean", self.split_above_mean) <= 1.0:
             raise InvalidValueError(f"split_above_mean must be > 1 (or None), got {self.split_above_mean}")
         for name in ("imbalance_tolerance", "node_imbalance"):
@@ -143,6 +176,7 @@ class RoundResult:
     relief_load: float
     min_load_needed: float
     skipped: dict[str, int]
+    retiring: list[str]  # shards still being emptied after this round
 
 
 def plan_round(
@@ -156,34 +190,48 @@ def plan_round(
     new_name: Callable[[str], str],
     measured: np.ndarray | None = None,
     point: np.ndarray | None = None,
+    expected: np.ndarray | None = None,
     hot_hashes: Sequence[int] = (),
     hot_upper: np.ndarray | None = None,
     key_hashes: np.ndarray | None = None,
     key_load: np.ndarray | None = None,
+    retiring: Sequence[str] = (),
+    scale_cooldown: bool = False,
+    new_capacity: float | None = None,
 ) -> RoundResult:
     """Plan one round against ``view``.
 
-    ``upper`` (predicted upper bound) and ``measured`` (last measured load, used only to
-    flag proactive actions) are per slice; ``capacity`` (health-adjusted), ``cooling`` and
-    ``failed`` are per shard. ``new_name(kind)`` returns a fresh shard id. ``key_hashes`` /
-    ``key_load``: an optional sample of keys with their load (e.g. ``ShardMap.record_load``'s
-    reservoir) that places cuts between real keys. Inputs are
-    validated by the caller (:class:`fastshard.sharding.ShardManager`).
+    ``upper`` (predicted upper bound), ``point`` (central forecast, the peak over the
+    horizon), ``expected`` (the next interval's expected load, what rebalancing evens out)
+    and ``measured`` (last measured load, used only to flag proactive actions) are per slice;
+    ``capacity`` (health-adjusted), ``cooling`` and ``failed`` are per shard.
+    ``new_name(kind)`` returns a fresh shard id. ``key_hashes`` / ``key_load``: an optional
+    sample of keys with their load that places cuts between real keys. ``retiring``: shards
+    a previous round began to empty; ``scale_cooldown``: a split happened recently, so no
+    new retirement starts. Inputs are validated by the caller
+    (:class:`fastshard.sharding.ShardManager`).
     """
-    r = rules.Round(view, upper, capacity, config, cooling, new_name, measured, point)
+    reserve = config.max_actions + len(hot_hashes) + 1
+    r = rules.Round(view, upper, capacity, config, cooling, new_name, measured, point, expected,
+                    reserve=reserve, new_capacity=new_capacity)
     if key_hashes is not None and key_load is not None and len(key_hashes):
-        order = np.argsort(key_hashes, kind="stable")
-        r.sample = (np.asarray(key_hashes, dtype=np.uint64)[order],
-                    np.concatenate(([0.0], np.cumsum(np.asarray(key_load, dtype=np.float64)[order]))))
-        r.sample_keys = np.unique(r.sample[0])
+        r.keys = KeyIndex(view, key_hashes, key_load, r.point, r.upper, r.expected)
+    index = {name: i for i, name in enumerate(view.shards)}
+    for name in retiring:
+        if name in index:
+            r.retiring[index[name]] = True
     rules.drain_failed(r, np.asarray(failed, dtype=bool))
     if len(hot_hashes):
         hu = np.zeros(len(hot_hashes)) if hot_upper is None else np.asarray(hot_upper, dtype=np.float64)
         rules.isolate_hot_keys(r, hot_hashes, hu)
-    rules.split_overloaded(r)
+    balance.rejoin_cooled_keys(r)
+    balance.relieve_overload(r)
+    balance.retire_surplus(r, scale_cooldown)
+    rules.merge_cold(r)
     if config.imbalance_tolerance is not None:
-        rules.resize_imbalanced(r)
-    rules.merge_cold(r, np.asarray(failed, dtype=bool))
+        balance.rebalance(r)
     if config.node_imbalance is not None:
         rules.move_between_nodes(r)
-    return RoundResult(r.actions, r.moved_fraction, r.moved_load, r.relief_load, r.min_needed, r.skipped)
+    still = [r.names[int(i)] for i in np.flatnonzero(r.retiring & r.alive)]
+    return RoundResult(r.actions, r.moved_fraction, r.moved_load, r.relief_load, r.min_needed,
+                       r.skipped, still)

@@ -41,7 +41,7 @@ from fastshard.sharding import (
 )
 from fastshard.sharding.planner import MapView
 from fastshard.shardmap import ShardMap
-from fastshard.simulate.feed import TelemetryFeed
+from fastshard.simulate.feed import KeyShares, TelemetryFeed
 from fastshard.simulate.metrics import OrderChecker, summarize
 from fastshard.simulate.workload import Workload
 
@@ -60,6 +60,9 @@ class SimConfig:
     consume_per_step: int = 30  # per queue: consumers lag, so fences really hold
     fail_step: int | None = -1  # -1: at 80% of the run; None: no failure
     max_shards: int = 256
+    #: dynamic policies keep at least this many shards (consumers, for availability) however
+    #: low the load (at most ``shards``)
+    min_shards: int = 2
     policies: tuple[str, ...] = POLICIES
 
     def __post_init__(self) -> None:
@@ -70,6 +73,7 @@ class SimConfig:
         check_int("sample_messages", self.sample_messages, 0, 100_000)
         check_int("consume_per_step", self.consume_per_step, 1, 100_000)
         check_int("max_shards", self.max_shards, self.shards, 10_000_000)
+        check_int("min_shards", self.min_shards, 1, self.max_shards)
         h = check_finite("headroom", self.headroom)
         if not 0.05 <= h <= 2.0:
             raise InvalidValueError(f"headroom must be in [0.05, 2], got {h}")
@@ -110,6 +114,14 @@ class SimulationResult:
                        runs, float(d["seconds"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidValueError(f"not a fastshard simulation result: missing or bad {exc}") from None
+
+
+def forecast_seasons(workload: Workload, cfg: SimConfig) -> tuple[int, ...]:
+    """The daily season, plus the week for hourly series with two weeks of warm-up (people
+    move differently on weekends: a daily-only model mistakes Saturday for Friday)."""
+    if workload.season == 24 and min(cfg.warmup, len(workload.history)) >= 2 * 168:
+        return (24, 168)
+    return (workload.season,)
 
 
 def capacity_for(workload: Workload, cfg: SimConfig) -> float:
@@ -158,11 +170,12 @@ def run_policy(
     health = HealthMonitor(HealthThresholds(degraded_lag=0.5, failed_lag=50.0, degraded_latency=0.5,
                                             failed_latency=50.0, stall_intervals=3))
     S = len(workload.services)
-    forecaster = Forecaster(S, (workload.season,)) if policy_name == "predictive" else None
+    forecaster = Forecaster(S, forecast_seasons(workload, cfg)) if policy_name == "predictive" else None
     policy = make_policy(policy_name, forecaster=forecaster,
                          **({"horizon": cfg.horizon, "q": cfg.q} if forecaster else {}))
     pc = policy.planner_config
-    policy.planner_config = PlannerConfig(**{**asdict(pc), "max_shards": cfg.max_shards})
+    policy.planner_config = PlannerConfig(**{**asdict(pc), "max_shards": cfg.max_shards,
+                                             "min_shards": min(cfg.min_shards, cfg.shards)})
     manager = ShardManager(m, capacity, router=router, health=health, config=policy.planner_config)
     # services report counts as telemetry records; closed steps feed the forecaster
     feed = TelemetryFeed(workload.services)
@@ -174,7 +187,7 @@ def run_policy(
     hashes, key_service = workload.hashes, workload.key_service
     T = workload.steps
     fail_step = int(0.8 * T) if cfg.fail_step == -1 else cfg.fail_step
-    ewma = None
+    key_shares = KeyShares(key_service)
     backlog: dict[str, float] = {}
     order = OrderChecker(router, workload.key_names, cfg.consume_per_step)
     s_: dict[str, list[float]] = {k: [] for k in ("imbalance", "imbalance_floor", "mean_util", "overload", "total", "shards", "util_max", "util_p90",
@@ -257,30 +270,36 @@ def run_policy(
         # telemetry -> forecasts -> plan
         service_volume = np.bincount(key_service, weights=counts, minlength=S)
         policy.observe(feed.push(t_base + t, service_volume))
-        per_service = np.maximum(service_volume[key_service], 1e-12)
-        share_now = counts / per_service
-        ewma = share_now if ewma is None else 0.7 * ewma + 0.3 * share_now
-        shares = np.bincount(key_service * v.n_slices + sidx, weights=ewma,
+        # each key's share of its service (both policies plan with the same estimate)
+        share_est = key_shares.update(counts, service_volume)
+        vol_now = service_volume[key_service]
+        shares = np.bincount(key_service * v.n_slices + sidx, weights=share_est,
                              minlength=S * v.n_slices).reshape(S, v.n_slices)
         top = np.argsort(-counts)[:16]
         plan = policy.decide(manager, slice_load, shares=shares,
                              hot_hashes=[int(hashes[k]) for k in top], hot_measured=counts[top],
-                             key_hashes=hashes, key_load=counts)
+                             key_hashes=hashes, key_load=share_est * vol_now)
         if forecaster is not None and getattr(policy, "last_series_upper", None) is not None:
             p1 = np.asarray(forecaster.predict(1))[:, 0]
             _, u1 = forecaster.predict_interval(1, cfg.q)
             predicted_next = (float(np.nansum(p1)), float(np.nansum(u1)))
         s_["plan_ms"].append(plan.planning_seconds * 1000.0)
         before_owner = _owners(v, sidx)
+        judged: set[str] = set()
         for act in plan.actions:
             kind = action_kind(act)
             events.append((t, kind, _describe(act)))
-            if getattr(act, "proactive", False) and isinstance(act, Reassign):
+            if getattr(act, "proactive", False) and isinstance(act, Reassign) and act.from_shard not in judged:
+                # one proactive relief of one shard (however many ranges it moves) is one
+                # action; it was necessary if, left alone, the shard's ranges would have
+                # carried more than its capacity within the horizon (the overload it avoided)
+                judged.add(act.from_shard)
                 proactive["actions"] += 1
-                own = np.flatnonzero(v.slice_shard == v.shards.index(act.from_shard))
+                s_idx = v.shards.index(act.from_shard)
+                own = np.flatnonzero(v.slice_shard == s_idx)
                 rng_ = [(v.starts[i], v.ends[i]) for i in own]
                 pending_checks.append({"ranges": rng_, "peak": 0.0, "until": t + cfg.horizon,
-                                       "threshold": pc.high_water * capacity})
+                                       "threshold": float(cap_eff[s_idx])})
         relief[0] += plan.relief_load
         relief[1] += plan.min_load_needed
         manager.apply(plan)
@@ -294,12 +313,17 @@ def run_policy(
             drained = plan.count("drain") > 0
             s_["keys_moved"].append(0.0 if drained else moved)
             s_["drain_moved"].append(moved if drained else 0.0)
-            # a merged or drained shard's modelled backlog goes where its keys went
+            # a merged, retired or drained shard's modelled backlog goes where its keys went
+            live = set(m.shards)
             for act in plan.actions:
                 if isinstance(act, Merge):
-                    gone = backlog.pop(router.queue_of(act.retired), 0.0)
-                    into = router.queue_of(act.into)
-                    backlog[into] = backlog.get(into, 0.0) + gone
+                    gone, into = act.retired, act.into
+                elif isinstance(act, Reassign) and act.from_shard not in live:
+                    gone, into = act.from_shard, act.to_shard
+                else:
+                    continue
+                rest = backlog.pop(router.queue_of(gone), 0.0)
+                backlog[router.queue_of(into)] = backlog.get(router.queue_of(into), 0.0) + rest
         else:
             s_["keys_moved"].append(0.0)
             s_["drain_moved"].append(0.0)

