@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastshard.backends.base import Message
+from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER
 
-SEQ_HEADER = "fs-seq"
-HASH_HEADER = "fs-hash"
+__all__ = ["HASH_HEADER", "SEQ_HEADER", "DrainFence", "FenceRegistry"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,16 @@ Consumer groups
     offset; within the process an unacked message is handed out again once the visibility
     timeout has passed. One process should consume a given (queue, group) at a time (Kafka's
     own rule: a partition has one reader per group) — use a fastshard lease to elect it.
+
+Publishing lives in :mod:`fastshard_kafka.producing`, the message format (the ``fs`` stamp
+header) and the meaning of delivery errors in :mod:`fastshard_kafka.wire`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,17 +50,11 @@ from fastshard.errors import (
     check_int,
     check_seconds,
 )
+from fastshard_kafka.producing import Producing
 from fastshard_kafka.topics import AdminTopicManager, TopicManager
+from fastshard_kafka.wire import UNAVAILABLE_CODES, error_class, read_headers
 
-EPOCH_HEADER = "fastshard-epoch"
 _MAX_TOPIC_CHARS = 249
-_UNAVAILABLE_CODES = {
-    KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError._WAIT_COORD,
-}
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -68,32 +65,6 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
 
 class _Retriable(Exception):
     """A transient client error, retried by :func:`call_with_retry`."""
-
-
-@dataclass(slots=True)
-class _Delivery:
-    """Delivery reports of one batch produced to one partition.
-
-    librdkafka reports a partition's messages in the order they were produced, so one
-    callback appending offsets is enough (no closure per message).
-    """
-
-    queue: str
-    expected: int
-    offsets: list[int] = field(default_factory=list)
-    errors: list[KafkaError] = field(default_factory=list)
-
-    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(err)
-        else:
-            self.offsets.append(msg.offset())
-
-    def done(self) -> bool:
-        return bool(self.errors) or len(self.offsets) >= self.expected
-
-    def ids(self) -> list[str]:
-        return list(map(str, self.offsets))
 
 
 @dataclass(slots=True)
@@ -108,7 +79,7 @@ class _GroupState:
     acked: set[int] = field(default_factory=set)  # acked offsets >= committed
 
 
-class KafkaBackend(Backend):
+class KafkaBackend(Producing, Backend):
     """Queues on Kafka partitions. Key-value, counters and leases live elsewhere (Redis, ...).
 
     Options: ``bootstrap_servers`` (``"host:port,..."``), ``topic_prefix`` (prepended to
@@ -213,7 +184,7 @@ class KafkaBackend(Backend):
                 return fn()
             except KafkaException as exc:
                 err = _kafka_error(exc)
-                if err is not None and (err.retriable() or err.code() in _UNAVAILABLE_CODES):
+                if err is not None and (err.retriable() or err.code() in UNAVAILABLE_CODES):
                     raise _Retriable(err.str()) from exc
                 raise BackendError(f"{what} failed: {exc}") from exc
 
@@ -228,7 +199,7 @@ class KafkaBackend(Backend):
             if tmd.error is not None:
                 if tmd.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue
-                if tmd.error.code() in _UNAVAILABLE_CODES or tmd.error.retriable():
+                if tmd.error.code() in UNAVAILABLE_CODES or tmd.error.retriable():
                     raise BackendUnavailableError(f"metadata for topic {name!r}: {tmd.error.str()}")
             if tmd.partitions:
                 out[name] = len(tmd.partitions)
@@ -326,111 +297,6 @@ class KafkaBackend(Backend):
             out.extend([name] if n == 1 else [f"{name}:{i}" for i in range(n)])
         return out
 
-    def _publish_batch(
-        self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
-    ) -> list[str]:
-        staged = getattr(self._publishing, "staged", None)
-        if staged is not None:  # inside publish_routed: validated now, produced all together later
-            self._target(queue)
-            staged.append((queue, batch, headers, epoch))
-            return [""] * len(batch)
-        delivery = self._produce(queue, batch, headers, epoch)
-        self._confirm([delivery])
-        return delivery.ids()
-
-    def publish_routed(
-        self,
-        batches: Mapping[str, Sequence[tuple[bytes | str, bytes | str]]],
-        *,
-        headers: Mapping[str, str] | None = None,
-        epoch: int = 0,
-    ) -> dict[str, list[str]]:
-        """Publish to several queues and wait for every confirmation once, not per queue.
-
-        Everything is validated (and every queue checked to exist) before anything is sent.
-        Per-queue order is kept; returns the message ids per queue.
-        """
-        staged: list[tuple[str, list[tuple[bytes, bytes]], dict[str, str], int]] = []
-        self._publishing.staged = staged
-        try:
-            for q, items in batches.items():  # the base class validates; nothing is sent yet
-                self.publish_batch(q, items, headers=headers, epoch=epoch)
-        finally:
-            self._publishing.staged = None
-        deliveries = [self._produce(*args) for args in staged]
-        self._confirm(deliveries)
-        return {d.queue: d.ids() for d in deliveries}
-
-    def _target(self, queue: str) -> tuple[str, int]:
-        """``(topic, partition)`` of an existing queue, remembered after the first check so a
-        publish does not parse the name and consult metadata every time."""
-        target = self._targets.get(queue)
-        if target is None:
-            target = self._require_partition(queue)
-            with self._lock:
-                self._targets[queue] = target
-        return target
-
-    def _produce(self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str],
-                 epoch: int) -> _Delivery:
-        topic, p = self._target(queue)
-        # one header list for the whole batch: librdkafka copies it into each message
-        hdrs: list[tuple[str, str | bytes | None]] = [(k, v.encode()) for k, v in headers.items()]
-        hdrs.append((EPOCH_HEADER, str(epoch).encode()))
-        delivery = _Delivery(queue, len(batch))
-        produce, report = self._producer.produce, delivery.on_delivery
-        for i, (key, value) in enumerate(batch):
-            try:
-                produce(topic, value, key, p, on_delivery=report, headers=hdrs)
-            except BufferError:
-                self._produce_when_room(topic, p, key, value, hdrs, report)
-            except KafkaException as exc:
-                raise BackendError(
-                    f"publishing to {queue!r} failed after {i} of {len(batch)} messages were "
-                    f"handed to the producer: {exc}"
-                ) from exc
-        return delivery
-
-    def _produce_when_room(self, topic: str, p: int, key: bytes, value: bytes,
-                           hdrs: list[tuple[str, str | bytes | None]], report: Any) -> None:
-        """The producer's local queue is full: serve delivery reports until it takes the message."""
-        deadline = time.monotonic() + self.timeout + 5.0
-        while True:
-            self._producer.poll(0.05)
-            try:
-                self._producer.produce(topic, value, key, p, on_delivery=report, headers=hdrs)
-                return
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise BackendUnavailableError(
-                        f"publishing to topic {topic!r}: the producer queue stayed full for "
-                        f"{self.timeout + 5.0}s"
-                    ) from None
-
-    def _confirm(self, deliveries: list[_Delivery]) -> None:
-        """Wait for the delivery reports; the idempotent producer retries until message.timeout.ms."""
-        flush = self._producer.flush
-        pending = [d for d in deliveries if not d.done()]
-        if pending:
-            limit = self.timeout + 5.0
-            deadline = time.monotonic() + limit
-            while pending:
-                # flush returns as soon as the local queue is empty, i.e. every report is in
-                flush(0.1)
-                pending = [d for d in pending if not d.done()]
-                if pending and time.monotonic() > deadline:
-                    raise BackendUnavailableError(
-                        f"publishing to {pending[0].queue!r}: no delivery confirmation within {limit}s"
-                    )
-        for d in deliveries:
-            if d.errors:
-                err = d.errors[0]
-                cls = BackendUnavailableError if (err.retriable() or err.code() in _UNAVAILABLE_CODES) else BackendError
-                raise cls(
-                    f"publishing to {d.queue!r} failed after {len(d.offsets)} of {d.expected} messages "
-                    f"were confirmed: {err.str()}"
-                )
-
     # ------------------------------------------------------------------ consuming
     def _state(self, queue: str, group: str) -> _GroupState:
         key = (queue, group)
@@ -477,14 +343,7 @@ class KafkaBackend(Backend):
         )
 
     def _to_message(self, queue: str, m: Any) -> Message:
-        headers: dict[str, str] = {}
-        epoch = 0
-        for k, v in m.headers() or ():
-            text = v.decode("utf-8", "replace") if v is not None else ""
-            if k == EPOCH_HEADER:
-                epoch = int(text) if text.isdigit() else 0
-            else:
-                headers[k] = text
+        headers, epoch = read_headers(m.headers())
         return Message(queue, str(m.offset()), m.key() or b"", m.value() or b"", headers, epoch, 1)
 
     def _consume(
@@ -525,8 +384,7 @@ class KafkaBackend(Backend):
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                cls = BackendUnavailableError if (err.retriable() or err.code() in _UNAVAILABLE_CODES) else BackendError
-                raise cls(f"consuming {queue!r} failed: {err.str()}")
+                raise error_class(err)(f"consuming {queue!r} failed: {err.str()}")
             offset = km.offset()
             if offset is None:
                 continue  # only error events lack an offset, and those were handled above

@@ -22,7 +22,6 @@ timeout). ``notify`` is never retried (at-most-once); its failure is surfaced.
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from typing import TypeVar
 import psycopg
 
 from fastshard.backends.base import Backend, LeaseInfo, Subscription, Versioned
+from fastshard.backends.request_ids import REQUEST_IDS
 from fastshard.backends.retry import call_with_retry
 from fastshard.errors import (
     BackendError,
@@ -105,6 +105,8 @@ class PostgresBackend(QueueTables, Backend):
         self._s = f'"{self.schema}"'
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._wake_channel_b = queue_wakeup_channel(self.schema).encode()
+        self._publish_one_stmt = self._publish_one_statement()
         self._waker = QueueWaker(self, queue_wakeup_channel(self.schema))
         self._last_prune = 0.0
         self._closed = False
@@ -123,10 +125,15 @@ class PostgresBackend(QueueTables, Backend):
                 # after a server restart every pooled connection is dead: drop them all
                 on_retry=lambda exc: self._pool.discard_idle(),
             )
-        except psycopg.errors.NumericValueOutOfRange as exc:
-            raise InvalidValueError(f"postgres {what}: value out of the 64-bit range ({exc})") from exc
         except psycopg.Error as exc:
-            raise BackendError(f"postgres {what} failed: {type(exc).__name__}: {exc}") from exc
+            raise self._error(what, exc) from exc
+
+    @staticmethod
+    def _error(what: str, exc: psycopg.Error) -> Exception:
+        """fastshard's error for a psycopg error that is not retried."""
+        if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+            return InvalidValueError(f"postgres {what}: value out of the 64-bit range ({exc})")
+        return BackendError(f"postgres {what} failed: {type(exc).__name__}: {exc}")
 
     def _tx(self, what: str, body: Callable[[Conn], T]) -> T:
         """``body`` in one transaction on a pooled connection, retried as a whole."""
@@ -142,26 +149,27 @@ class PostgresBackend(QueueTables, Backend):
         """Like :meth:`_tx`, for a write that must not apply twice: its result (a str) is
         stored under a fresh request id in the same transaction, and a retry that finds
         the id returns the stored result."""
-        request_id = os.urandom(12).hex()
-        s = self._s
-
-        def once(conn: Conn) -> str:
-            # Claim the id first: if an earlier attempt's COMMIT is still in flight this
-            # waits for it, then either sees its result or (it aborted) does the work.
-            claimed = conn.execute(
-                f"INSERT INTO {s}.requests (id, result) VALUES (%s, '') "
-                "ON CONFLICT (id) DO NOTHING RETURNING 1",
-                (request_id,),
-            ).fetchone()
-            if claimed is None:
-                row = conn.execute(f"SELECT result FROM {s}.requests WHERE id = %s", (request_id,))
-                return row.fetchone()[0]  # type: ignore[index]
-            result = body(conn)
-            conn.execute(f"UPDATE {s}.requests SET result = %s WHERE id = %s", (result, request_id))
-            return result
-
-        result = self._tx(what, once)
+        request_id = REQUEST_IDS.next()
+        result = self._tx(what, lambda conn: self._once(conn, request_id, body))
         self._maybe_prune()
+        return result
+
+    def _once(self, conn: Conn, request_id: str, body: Callable[[Conn], str]) -> str:
+        """Inside a transaction: ``body``'s result, stored under ``request_id``, or the result
+        an earlier attempt with this id stored."""
+        s = self._s
+        # Claim the id first: if an earlier attempt's COMMIT is still in flight this
+        # waits for it, then either sees its result or (it aborted) does the work.
+        claimed = conn.execute(
+            f"INSERT INTO {s}.requests (id, result) VALUES (%s, '') "
+            "ON CONFLICT (id) DO NOTHING RETURNING 1",
+            (request_id,),
+        ).fetchone()
+        if claimed is None:
+            row = conn.execute(f"SELECT result FROM {s}.requests WHERE id = %s", (request_id,))
+            return row.fetchone()[0]  # type: ignore[no-any-return, index]
+        result = body(conn)
+        conn.execute(f"UPDATE {s}.requests SET result = %s WHERE id = %s", (result, request_id))
         return result
 
     def _maybe_prune(self) -> None:

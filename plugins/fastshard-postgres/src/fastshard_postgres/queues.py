@@ -1,13 +1,15 @@
 """The queue half of the PostgreSQL backend: tables ``queues``, ``messages``, ``groups``, ``pending``.
 
 Publishers of a queue serialize on its row in ``queues`` and take dense sequence numbers
-from it, so a reader never sees seq n+1 committed before seq n. Consumers of one group
+from it, so a reader never sees seq n+1 committed before seq n. A single message is
+published by one autocommit statement (see :meth:`QueueTables._publish_one`). Consumers of one group
 take turns on the group's row in ``groups`` (one short transaction each), which keeps the
 group's deliveries in publish order; different groups never wait for each other.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -16,12 +18,20 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from fastshard.backends.base import Message
+from fastshard.backends.request_ids import REQUEST_IDS
 from fastshard.errors import InvalidValueError
 from fastshard_postgres.listen import QueueWaker
+from fastshard_postgres.prepared import Statement
 from fastshard_postgres.schema import queue_wakeup_channel
 
 T = TypeVar("T")
 Conn = psycopg.Connection
+#: headers as compact JSON text, cast to jsonb by the server (a prebuilt encoder: json.dumps
+#: with options builds one per call)
+_headers_json = json.JSONEncoder(separators=(",", ":")).encode
+_TEXT, _BYTEA, _INT8 = 25, 17, 20
+#: the key and value go in binary (no escaping), everything else as text
+_PUBLISH_ONE_FORMATS = (0, 0, 1, 1, 0, 0, 0)
 
 
 class _NoQueue(Exception):
@@ -38,6 +48,15 @@ class QueueTables:
     _waker: QueueWaker
     _tx: Callable[..., Any]
     _tx_once: Callable[..., str]
+    _once: Callable[..., str]
+    _call: Callable[..., Any]
+    _error: Callable[[str, psycopg.Error], Exception]
+    _ready: bool
+    _ensure_tables: Callable[[], None]
+    _maybe_prune: Callable[[], None]
+    _pool: Any
+    _wake_channel_b: bytes
+    _publish_one_stmt: Statement
 
     def _create_queue(self, queue: str) -> None:
         self._tx(
@@ -67,34 +86,107 @@ class QueueTables:
     def _publish_batch(
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
     ) -> list[str]:
-        s = self._s
+        if len(batch) == 1:
+            return [self._publish_one(queue, batch[0], headers, epoch)]
         hdr = Jsonb(headers) if headers else None
-        n = len(batch)
-
-        def publish(c: Conn) -> str:
-            # Taking the queue row's lock serializes publishers of this queue until COMMIT,
-            # so sequence numbers become visible in order and without gaps.
-            row = c.execute(
-                f"UPDATE {s}.queues SET next_seq = next_seq + %s WHERE name = %s RETURNING next_seq",
-                (n, queue),
-            ).fetchone()
-            if row is None:
-                raise _NoQueue
-            first = row[0] - n + 1
-            with c.cursor().copy(
-                f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
-            ) as copy:
-                copy.set_types(["text", "int8", "bytea", "bytea", "jsonb", "int8"])
-                for i, (k, v) in enumerate(batch):
-                    copy.write_row((queue, first + i, k, v, hdr, epoch))
-            c.execute("SELECT pg_notify(%s, %s)", (queue_wakeup_channel(self.schema), queue))
-            return str(first)
-
         try:
-            first = int(self._tx_once(f"publish to {queue!r}", publish))
+            first = int(self._tx_once(
+                f"publish to {queue!r}", lambda c: self._publish_rows(c, queue, batch, hdr, epoch)
+            ))
         except _NoQueue:
             raise self._no_queue(queue) from None
-        return [str(first + i) for i in range(n)]
+        return [str(first + i) for i in range(len(batch))]
+
+    def _publish_rows(
+        self, c: Conn, queue: str, batch: list[tuple[bytes, bytes]], hdr: Jsonb | None, epoch: int
+    ) -> str:
+        """Inside a transaction: append ``batch``; returns the first seq (as a str)."""
+        s = self._s
+        n = len(batch)
+        # Taking the queue row's lock serializes publishers of this queue until COMMIT,
+        # so sequence numbers become visible in order and without gaps.
+        row = c.execute(
+            f"UPDATE {s}.queues SET next_seq = next_seq + %s WHERE name = %s RETURNING next_seq",
+            (n, queue),
+        ).fetchone()
+        if row is None:
+            raise _NoQueue
+        first = row[0] - n + 1
+        with c.cursor().copy(
+            f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
+        ) as copy:
+            copy.set_types(["text", "int8", "bytea", "bytea", "jsonb", "int8"])
+            for i, (k, v) in enumerate(batch):
+                copy.write_row((queue, first + i, k, v, hdr, epoch))
+        c.execute("SELECT pg_notify(%s, %s)", (queue_wakeup_channel(self.schema), queue))
+        return str(first)
+
+    def _publish_one_statement(self) -> Statement:
+        """The statement behind :meth:`_publish_one` (built once per backend)."""
+        s = self._s
+        # One statement, committed on its own: bump the queue's sequence (the row lock
+        # serializes publishers until this commits, so seqs become visible densely and in
+        # order), record the request id, insert the message, and queue the wake-up NOTIFY
+        # (delivered at commit). No row when the queue does not exist.
+        sql = f"""
+            WITH q AS (UPDATE {s}.queues SET next_seq = next_seq + 1 WHERE name = $1
+                       RETURNING name, next_seq),
+                 r AS (INSERT INTO {s}.requests (id, result) SELECT $2, next_seq::text FROM q),
+                 m AS (INSERT INTO {s}.messages (queue, seq, key, value, headers, epoch)
+                       SELECT name, next_seq, $3, $4, $5::jsonb, $6 FROM q)
+            SELECT next_seq, pg_notify($7, name) FROM q"""
+        # queue, request id, key, value, headers (JSON text), epoch, wake-up channel
+        return Statement("fastshard_publish_one", sql, [_TEXT, _TEXT, _BYTEA, _BYTEA, _TEXT, _INT8, _TEXT])
+
+    def _publish_one(self, queue: str, item: tuple[bytes, bytes], headers: dict[str, str], epoch: int) -> str:
+        """One message in one round trip: a prepared autocommit statement.
+
+        Its request id goes into ``requests`` in the same statement. If the reply is lost
+        the retry is the batch path's transaction under the same id: claiming the id waits
+        for a first attempt still in flight and then returns its stored seq, and a first
+        attempt arriving after the retry claimed the id fails on the primary key and rolls
+        back whole, so the message lands once either way.
+        """
+        request_id = REQUEST_IDS.next()
+        key, value = item
+        # text parameters are ASCII: validated queue names, hex ids, JSON with \u escapes
+        params = (queue.encode(), request_id.encode(), key, value,
+                  _headers_json(headers).encode() if headers else None, b"%d" % epoch, self._wake_channel_b)
+        # The first attempt runs inline, without the retry machinery: this path runs once
+        # per message and every Python layer around the round trip shows in its cost.
+        what = f"publish to {queue!r}"
+        if self._ready:
+            pool = self._pool
+            try:
+                conn = pool.borrow()
+                try:
+                    res = self._publish_one_stmt.run(conn, params, _PUBLISH_ONE_FORMATS)
+                finally:
+                    pool.give_back(conn)
+            except psycopg.OperationalError:
+                # may or may not have committed: retried below under the same request id,
+                # on fresh connections (after a server restart the idle ones are dead too)
+                self._pool.discard_idle()
+                what += " (retrying a failed first attempt)"
+            except psycopg.Error as exc:
+                raise self._error(what, exc) from exc
+            else:
+                if res.ntuples == 0:
+                    raise self._no_queue(queue)
+                self._maybe_prune()
+                return res.get_value(0, 0).decode()  # type: ignore[union-attr]
+
+        def publish(c: Conn) -> str:
+            return self._publish_rows(c, queue, [item], Jsonb(headers) if headers else None, epoch)
+
+        # Before the tables exist (the first call creates them), or after a failed first
+        # attempt: the batch path's transaction, which claims the request id first.
+        try:
+            seq = self._tx(what, lambda c: self._once(c, request_id, publish))
+        except _NoQueue:
+            raise self._no_queue(queue) from None
+        self._maybe_prune()
+        return seq  # type: ignore[no-any-return]
 
     def _consume(
         self, queue: str, group: str, consumer: str, max_messages: int, timeout: float

@@ -40,6 +40,8 @@ def queue_wakeup_channel(schema: str) -> str:
     return channel_name(schema, "__queues__")
 
 
+
+
 def ddl(schema: str) -> list[str]:
     """Statements creating the schema's tables; each is idempotent."""
     s = f'"{schema}"'

@@ -13,6 +13,13 @@ Layout (``P`` is the backend's ``prefix``)
       the first group. RabbitMQ refuses (406) to redeclare a queue with a different
       argument, which makes "the first group wins" atomic across processes.
 
+Messages
+    AMQP has no message key: the key travels in the ``fastshard-key`` header, and the epoch
+    (with a routed message's ``fs-seq``/``fs-hash``) in the one ``fs`` stamp header of
+    :mod:`fastshard.backends.stamp` (pika encodes every header in Python, so one instead of
+    three is cheaper; the older ``fastshard-epoch`` form is still read). The message id is a
+    per-backend random prefix plus a counter, chosen before sending.
+
 Delivery
     Publishing uses publisher confirms: ``publish`` returns once the broker has the message.
     Consumers use manual acks and a prefetch window. A message not acked within the
@@ -24,11 +31,12 @@ Delivery
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -37,9 +45,18 @@ import pika
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
 
 from fastshard.backends.base import (
+    MAX_KEY_BYTES,
     QUEUES,
     Backend,
     Message,
+)
+from fastshard.backends.stamp import (
+    HASH_HEADER,
+    SEQ_HEADER,
+    STAMP_HEADER,
+    format_stamp,
+    pack_stamp,
+    unpack_stamp,
 )
 from fastshard.errors import (
     InvalidTypeError,
@@ -51,9 +68,13 @@ from fastshard.errors import (
 from fastshard_rabbitmq.link import Link, passive_exists
 from fastshard_rabbitmq.management import ManagementAPI
 
+#: the epoch header of messages written before the ``fs`` stamp (STAMP_HEADER) replaced it;
+#: still read
 EPOCH_HEADER = "fastshard-epoch"
 KEY_HEADER = "fastshard-key"
 _OWNER_SUFFIX = "/.owner"
+_MAX_EPOCH = 2**63 - 1  # Backend.publish's bound
+_MAX_REMEMBERED_QUEUES = 65_536
 
 
 @dataclass(slots=True)
@@ -137,6 +158,12 @@ class RabbitMQBackend(Backend):
         self._groups: dict[tuple[str, str], _GroupState] = {}
         self._exchange_ready = False
         self._known_queues: set[str] = set()
+        # queue names that passed Backend.publish's checks, so publish_stamped may skip them
+        self._checked_queues: set[str] = set()
+        # message ids: a random per-backend prefix and a counter (unique without a uuid4 per
+        # message; next() on a count is atomic under the GIL)
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count(1)
 
     # ------------------------------------------------------------------ naming
     def rabbit_queue(self, queue: str, group: str | None = None) -> str:
@@ -191,25 +218,62 @@ class RabbitMQBackend(Backend):
         return [n[plen:] for n in self._mgmt.queue_names(self._vhost, self.prefix)
                 if "/" not in n[plen:] and n != self.exchange]
 
+    def _new_ids(self, n: int) -> list[str]:
+        prefix, counter = self._id_prefix, self._id_counter
+        return [f"{prefix}{next(counter):x}" for _ in range(n)]
+
     def _publish_batch(
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
     ) -> list[str]:
         # Ids are chosen before sending, so a batch re-sent after a dropped connection carries
         # the same ids and consumers can recognise a duplicate (at-least-once on reconnect).
-        ids = [uuid.uuid4().hex for _ in batch]
+        others, stamp = pack_stamp(headers, epoch)
+        ids = self._new_ids(len(batch))
+        props = pika.BasicProperties
+        self._send(queue, [
+            (value, props(message_id=mid, delivery_mode=2,
+                          headers={**others, KEY_HEADER: key, STAMP_HEADER: stamp}))
+            for (key, value), mid in zip(batch, ids, strict=True)
+        ])
+        if len(self._checked_queues) < _MAX_REMEMBERED_QUEUES:
+            self._checked_queues.add(queue)
+        return ids
+
+    def publish_stamped(self, queue: str, key: bytes, value: bytes | str, epoch: int, seq: int,
+                        key_hash: int, headers: Mapping[str, str] | None = None) -> str:
+        """:meth:`publish` for :class:`fastshard.sharding.Router` (its ``StampedPublisher``
+        hook): the epoch, sequence number and key hash go straight into the ``fs`` stamp.
+
+        The router's common case (a queue published to before, bytes key and value within the
+        limits, no other headers) is checked here in one expression; anything else is handed
+        to :meth:`publish` with the stamp as headers, which validates it all and writes the
+        same stamp.
+        """
+        if (queue not in self._checked_queues or headers or type(key) is not bytes
+                or type(value) is not bytes or len(value) > self.max_message_bytes
+                or len(key) > MAX_KEY_BYTES or type(epoch) is not int or not 0 <= epoch <= _MAX_EPOCH
+                or type(seq) is not int or seq < 0 or type(key_hash) is not int or key_hash < 0):
+            stamp = {**(headers or {}), SEQ_HEADER: str(seq), HASH_HEADER: str(key_hash)}
+            return self.publish(queue, key, value, headers=stamp, epoch=epoch)
+        mid = f"{self._id_prefix}{next(self._id_counter):x}"
+        props = pika.BasicProperties(message_id=mid, delivery_mode=2, headers={
+            KEY_HEADER: key, STAMP_HEADER: format_stamp(epoch, seq, key_hash)})
+        self._send(queue, [(value, props)])
+        return mid
+
+    def _send(self, queue: str, messages: list[tuple[bytes, Any]]) -> None:
+        """Publish ``(body, properties)`` in order, each confirmed; after a reconnect, resume
+        with the first message not confirmed yet."""
         sent = 0
 
         def send(ch: Any) -> None:
             nonlocal sent
             self._declare_exchange(ch)
-            while sent < len(batch):
-                key, value = batch[sent]
-                props = pika.BasicProperties(
-                    message_id=ids[sent], delivery_mode=2,
-                    headers={**headers, KEY_HEADER: key, EPOCH_HEADER: epoch},
-                )
+            publish, exchange = ch.basic_publish, self.exchange
+            while sent < len(messages):
+                value, props = messages[sent]
                 try:
-                    ch.basic_publish(self.exchange, queue, value, properties=props, mandatory=True)
+                    publish(exchange, queue, value, properties=props, mandatory=True)
                 except UnroutableError:
                     raise InvalidValueError(
                         f"queue {queue!r} does not exist (nothing is bound to it); create_queue it first"
@@ -217,7 +281,6 @@ class RabbitMQBackend(Backend):
                 sent += 1
 
         self._pub.run(send, f"publishing to {queue!r}")
-        return ids
 
     # ------------------------------------------------------------------ consuming
     def _claim_owner(self, queue: str, group: str) -> bool:
@@ -270,11 +333,18 @@ class RabbitMQBackend(Backend):
     def _to_message(self, queue: str, props: Any, body: bytes, mid: str, count: int) -> Message:
         raw = dict(props.headers or {})
         key = raw.pop(KEY_HEADER, b"")
-        epoch = raw.pop(EPOCH_HEADER, 0)
+        legacy_epoch = raw.pop(EPOCH_HEADER, 0)  # written before the stamp
         headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
                    for k, v in raw.items()}
+        epoch = int(legacy_epoch) if isinstance(legacy_epoch, int) else 0
+        stamp = headers.get(STAMP_HEADER)
+        if stamp is not None:
+            stamped = unpack_stamp(stamp, headers)
+            if stamped is not None:  # else another producer's "fs" header: kept as it is
+                del headers[STAMP_HEADER]
+                epoch = stamped
         kb = key if isinstance(key, bytes) else str(key).encode("utf-8")
-        return Message(queue, mid, kb, body, headers, int(epoch) if isinstance(epoch, int) else 0, count)
+        return Message(queue, mid, kb, body, headers, epoch, count)
 
     def _take(self, ch: Any, st: _GroupState, queue: str, limit: int, wait: float) -> list[Message]:
         self._ensure_consuming(ch, st)

@@ -24,7 +24,7 @@ from pika.exceptions import (
 )
 
 from fastshard.backends.retry import call_with_retry
-from fastshard.errors import BackendError, UnknownQueueError
+from fastshard.errors import BackendError, FastshardError, UnknownQueueError
 
 T = TypeVar("T")
 
@@ -49,6 +49,9 @@ class Link:
         self.generation = 0
 
     def _open(self) -> BlockingChannel:
+        ch = self.channel
+        if ch is not None and ch.is_open:  # pika closes a connection's channels with it
+            return ch
         if self.conn is None or not self.conn.is_open:
             self.reset()
             self.conn = pika.BlockingConnection(self._params)
@@ -82,6 +85,20 @@ class Link:
         (a passive declare of a missing queue, a refused redeclare), which would otherwise
         cancel the consumers on the main channel and requeue their deliveries.
         """
+        if retry and not aside:
+            # The common case (every publish): the channel is open, so call fn straight away
+            # without setting up the retry loop. If the connection turns out to be broken,
+            # the loop below reconnects and makes its ``attempts`` attempts.
+            with self.lock:
+                ch = self.channel
+                if ch is not None and ch.is_open:
+                    try:
+                        return fn(ch)
+                    except ChannelClosedByBroker as exc:
+                        self.channel = None  # the broker closed it; the connection lives on
+                        raise _refused(what, exc) from exc
+                    except CONNECTION_ERRORS:
+                        self.reset()
 
         def attempt() -> T:
             with self.lock:
@@ -99,9 +116,7 @@ class Link:
                 except ChannelClosedByBroker as exc:
                     if not aside:
                         self.channel = None  # the broker closed it; the connection lives on
-                    if exc.reply_code == 404:  # NOT_FOUND: the queue was never made or is gone
-                        raise UnknownQueueError(f"{what}: {exc.reply_text}") from exc
-                    raise BackendError(f"{what}: the broker refused: {exc.reply_text}") from exc
+                    raise _refused(what, exc) from exc
                 except CONNECTION_ERRORS:
                     self.reset()
                     raise
@@ -112,6 +127,12 @@ class Link:
     def close(self) -> None:
         with self.lock:
             self.reset()
+
+
+def _refused(what: str, exc: ChannelClosedByBroker) -> FastshardError:
+    if exc.reply_code == 404:  # NOT_FOUND: the queue was never made or is gone
+        return UnknownQueueError(f"{what}: {exc.reply_text}")
+    return BackendError(f"{what}: the broker refused: {exc.reply_text}")
 
 
 def passive_exists(ch: BlockingChannel, queue: str) -> Any | None:

@@ -12,7 +12,8 @@ backoff) for every call that is safe to repeat. Reads and the lease acquire/rene
 are naturally idempotent. Writes that are not (XADD with a server-assigned id, HINCRBY,
 INCRBY, DEL) run inside scripts that take a request id and remember their result for
 ``dedup_ttl`` seconds, so a retry after a lost reply returns the first result instead of
-writing twice. Consuming is at-least-once: a delivery whose reply was lost stays pending in
+writing twice. A single publish is one plain ``XADD`` carrying its request id; only its
+retry runs a script that looks for that id first (see :mod:`fastshard_redis.single`). Consuming is at-least-once: a delivery whose reply was lost stays pending in
 the group and is redelivered after the visibility timeout. ``notify`` is the one call that
 is never retried (pub/sub cannot be de-duplicated and the contract is at-most-once); its
 failure is surfaced. After the retries, :class:`BackendUnavailableError` is raised.
@@ -52,15 +53,13 @@ from fastshard.errors import (
 )
 from fastshard_redis import scripts
 from fastshard_redis.keys import KeyLayout
+from fastshard_redis.single import TRANSIENT_ERRORS, SinglePublisher
 
 T = TypeVar("T")
 
-#: errors after which the same call may be repeated (the server may not have seen it)
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+#: headers as compact JSON; a prebuilt encoder (json.dumps with options builds one per call)
+_headers_json = json.JSONEncoder(separators=(",", ":")).encode
 #: messages per publish script call: bounds how long one script blocks the server (~1 ms)
 PUBLISH_CHUNK = 1000
 
@@ -185,6 +184,9 @@ class RedisBackend(Backend):
                 "COUNTER_ADD", "LEASE_ACQUIRE", "LEASE_RENEW", "LEASE_RELEASE", "LEASE_INFO",
             )
         }
+        # One XADD per single publish on connections of its own (not through redis-py's
+        # command layer). On a cluster, single publishes take the batch script instead.
+        self._single = None if cluster else SinglePublisher(self, max_connections)
         self._closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -221,6 +223,8 @@ class RedisBackend(Backend):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._single is not None:
+                self._single.close()
             self._client.close()
 
     def drop_namespace(self) -> int:
@@ -265,7 +269,10 @@ class RedisBackend(Backend):
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
     ) -> list[str]:
         stream = self.keys.stream(queue)
-        hdr = json.dumps(headers, separators=(",", ":")) if headers else ""
+        hdr = _headers_json(headers) if headers else ""
+        if len(batch) == 1 and self._single is not None:
+            k, v = batch[0]
+            return [self._single.publish(queue, stream, k, v, hdr.encode(), epoch)]
         ids: list[str] = []
         # Each chunk is one atomic, de-duplicated script run. If a later chunk fails after
         # its retries, the earlier chunks stay published and the error says how many.
@@ -352,10 +359,14 @@ class RedisBackend(Backend):
             if not _STREAM_ID.match(mid):
                 raise InvalidValueError(f"ids must be ids returned by consume, got {mid!r}")
         # XACK is idempotent; a retry after a lost reply returns a smaller count.
+        stream = self.keys.stream(queue)
         return int(
             self._call(
                 f"ack {queue!r}",
-                lambda: self._script("ACK", [self.keys.stream(queue)], [group, *ids]),
+                lambda: self._script(
+                    "ACK", [stream, self.keys.trimmed_requests(stream)],
+                    [group, self.dedup_ttl * 1000, *ids],
+                ),
                 queue=queue,
             )
         )

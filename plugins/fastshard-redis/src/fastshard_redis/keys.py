@@ -50,6 +50,13 @@ class KeyLayout:
         """The stream holding a queue's messages and its consumer groups."""
         return f"{self.ns}:q:{{{queue}}}"
 
+    @staticmethod
+    def trimmed_requests(stream: str) -> str:
+        """Prefix of the hashes ``<prefix>:<bucket>`` that remember ``request id -> stream id``
+        of single publishes trimmed (acked) while a retry could still look for them; same
+        slot as the stream."""
+        return f"{stream}:rids"
+
     # key-value ------------------------------------------------------------
     def kv(self, key: str) -> str:
         """A hash ``{value, version}`` for one metadata key."""

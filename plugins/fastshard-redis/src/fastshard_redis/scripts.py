@@ -8,6 +8,9 @@ Conventions shared by the scripts:
   take a request id and a de-duplication key: the first run stores its result there (with a
   TTL) and a retried run returns the stored result instead of applying the write twice.
   That is what lets the Python side retry them after a connection dropped mid-call.
+  A single publish is the exception: its first attempt is a plain ``XADD`` carrying the
+  request id in field ``r`` (see :mod:`fastshard_redis.single`), and only a retry runs
+  :data:`PUBLISH_RETRY`, which looks for that id before adding the entry.
 * A missing queue is reported as an error starting with ``NOQUEUE``.
 * Numbers that may exceed 2**53 are returned as strings (Lua numbers are doubles).
 """
@@ -82,7 +85,7 @@ end
 return out
 """
 
-# Stream id helpers shared by ACK (trimming) below.
+# Stream id helpers shared by ACK (trimming) and PUBLISH_RETRY below.
 _ID_HELPERS = """
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -102,18 +105,61 @@ local function fields(flat)
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- the request id of an entry written by a single publish: its last field is 'r'
+local function rid_of(flat)
+  if flat[#flat - 1] == 'r' then return flat[#flat] end
+  return nil
+end
 """
 
-# KEYS: stream. ARGV: group, id1, id2, ... Returns how many ids were pending and now acked.
-# Then trims the stream below the oldest message some group still needs (its oldest
-# pending id, or the one after its last delivered id), like the memory backend's log.
+# A single publish stores its request id in the entry (field ``r``, last). Once an entry is
+# trimmed (acked by every group) a retry could no longer find it there, so ACK first copies
+# ``rid -> id`` of the entries it trims that are younger than the de-duplication window into
+# hashes ``<KEYS[2]>:<bucket>``, one per window-long bucket of the entry's id time, each
+# expiring a window after its bucket ends. KEYS[2] carries the stream's hash tag.
+_REMEMBER_TRIMMED = """
+local function remember_trimmed(stream, prefix, below, window)
+  local from = string.format('%.0f', now_ms() - window)
+  while true do
+    local batch = redis.call('XRANGE', stream, from, '(' .. below, 'COUNT', 500)
+    local by_bucket = {}
+    for _, e in ipairs(batch) do
+      local rid = rid_of(e[2])
+      if rid then
+        local b = math.floor(parse(e[1]) / window)
+        local t = by_bucket[b]
+        if not t then t = {}; by_bucket[b] = t end
+        t[#t + 1] = rid
+        t[#t + 1] = e[1]
+      end
+    end
+    for b, flat in pairs(by_bucket) do
+      local key = prefix .. ':' .. string.format('%.0f', b)
+      redis.call('HSET', key, unpack(flat))
+      redis.call('PEXPIREAT', key, string.format('%.0f', (b + 2) * window))
+    end
+    if #batch < 500 then return end
+    from = '(' .. batch[#batch][1]
+  end
+end
+"""
+
+# KEYS: stream, trimmed-requests prefix. ARGV: group, window_ms, id1, id2, ... Returns how
+# many ids were pending and now acked. Then trims the stream below the oldest message some
+# group still needs (its oldest pending id, or the one after its last delivered id), like the
+# memory backend's log, remembering the request ids of young single publishes it trims.
 ACK = (
     _ID_HELPERS
+    + _REMEMBER_TRIMMED
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOQUEUE') end
 local acked = 0
 local chunk = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   chunk[#chunk + 1] = ARGV[i]
   if #chunk == 500 or i == #ARGV then
     acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(chunk))
@@ -131,8 +177,42 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   end
   if low == nil or less(need, low) then low = need end
 end
-if low then redis.call('XTRIM', KEYS[1], 'MINID', low) end
+if low then
+  remember_trimmed(KEYS[1], KEYS[2], low, tonumber(ARGV[2]))
+  redis.call('XTRIM', KEYS[1], 'MINID', low)
+end
 return acked
+"""
+)
+
+# KEYS: stream, trimmed-requests prefix. ARGV: rid, lookback_ms, window_ms, then the entry's
+# field/value pairs as the first attempt sent them (k, v, e, [h,] r).
+# The retry of a single publish whose first attempt may or may not have run (its reply was
+# lost; the caller made sure that attempt can no longer run later). Its entry, if any, has an
+# id no older than the server's clock minus lookback_ms (the time since the first attempt was
+# sent, plus a margin), so it is found either in that tail of the stream or, if acked and
+# trimmed since, among the remembered request ids. Returns its id, or adds the entry now.
+PUBLISH_RETRY = (
+    _ID_HELPERS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOQUEUE') end
+local rid, window = ARGV[1], tonumber(ARGV[3])
+local now = now_ms()
+local low = now - tonumber(ARGV[2])
+for b = math.floor(low / window), math.floor(now / window) do
+  local id = redis.call('HGET', KEYS[2] .. ':' .. string.format('%.0f', b), rid)
+  if id then return id end
+end
+local high = '+'
+while true do
+  local batch = redis.call('XREVRANGE', KEYS[1], high, string.format('%.0f', low), 'COUNT', 200)
+  for _, e in ipairs(batch) do
+    if rid_of(e[2]) == rid then return e[1] end
+  end
+  if #batch < 200 then break end
+  high = '(' .. batch[#batch][1]
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
 """
 )
 
