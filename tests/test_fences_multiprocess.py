@@ -34,6 +34,19 @@ def test_processes_keep_order_on_redis(tmp_path):
 
 
 @pytest.mark.integration
+def test_consumer_processes_started_after_resharding_drain_everything_on_redis(tmp_path):
+    require_server("redis", "127.0.0.1", 6379)
+    _require_plugin("redis")
+    ns = f"mp-{uuid.uuid4().hex[:8]}"
+    opts = {"url": "redis://127.0.0.1:6379/0", "namespace": ns}
+    try:
+        r = check_multiprocess_resharding("redis", opts, tmp_path, seed=4, late_consumers=True)
+    finally:
+        backends.get("redis", **opts).drop_namespace()
+    assert r.ok and r.delivered == r.published == 900 and r.plans_applied >= 1
+
+
+@pytest.mark.integration
 def test_processes_keep_order_on_postgres(tmp_path):
     require_server("postgres", "127.0.0.1", 5432)
     _require_plugin("postgres")
@@ -140,3 +153,65 @@ def test_dead_producer_is_released_by_a_barrier_after_its_last_message():
     on_old.ack(got)
     on_old.poll()  # reads the barrier: "dead"'s final mark is 1, settled
     assert [x.value for x in on_new.poll()] == [b"1"]
+
+
+def _merge_plan(m):
+    from fastshard.sharding import Merge, Plan
+
+    a, b = m.shards[:2]
+    return Plan(None, m.epoch, (Merge(a, b, 0.0, 0.0),))
+
+
+def test_consumer_started_after_a_merge_drains_the_retired_queue_before_the_moved_range():
+    backend, m, router, manager = _shared_setup()
+    p1 = router("p1")
+    keys = [f"k{i}" for i in range(20)]
+    for k in keys:
+        p1.publish(k, f"{k}:0")
+    manager.apply(_merge_plan(m))
+    (gone,) = manager.router().retired_queues
+    p1.sync()
+    for k in keys:
+        p1.publish(k, f"{k}:1")
+    late = router()  # started after the merge: it never saw the retired shard in its map
+    assert late.live_queues() == [late.queue_of(m.shards[0]), gone]
+    seen: list[str] = []
+    consumers = {q: late.consumer(q) for q in late.live_queues()}
+    for _ in range(5):
+        for c in consumers.values():
+            got = c.poll()
+            seen += [x.value.decode() for x in got]
+            c.ack(got)
+        time.sleep(0.02)
+    assert sorted(seen) == sorted(f"{k}:{n}" for k in keys for n in (0, 1))
+    for k in keys:
+        assert seen.index(f"{k}:0") < seen.index(f"{k}:1"), k
+    assert manager.collect_retired("fastshard") == [gone]
+    assert manager.store.fences.read_open() == (m.epoch + 1, [])
+    assert consumers[gone].poll() == [] and gone not in late.live_queues()  # deleted: it leaves the live set
+
+
+def test_consumer_jumping_epochs_drains_a_shard_created_and_retired_in_between():
+    from fastshard.sharding import Merge, Plan
+
+    backend, m, router, manager = _shared_setup()
+    p1, consumer = router("p1"), router()
+    assert consumer.epoch == 1
+    backend.create_queue(p1.queue_of("moved"))
+    manager.apply(_move_plan(m, "k"))  # epoch 2: k's range -> "moved"
+    p1.sync()
+    p1.publish("k", b"0")
+    home = m.shards[0] if m.shards[0] != "moved" else m.shards[1]
+    manager.apply(Plan(None, m.epoch, (Merge(home, "moved", 0.0, 0.0),)))  # epoch 3: "moved" retired
+    p1.sync()
+    p1.publish("k", b"1")
+    assert consumer.sync() and consumer.epoch == 3  # 1 -> 3: "moved" was never in its map
+    moved_q = consumer.queue_of("moved")
+    assert moved_q in consumer.live_queues()
+    on_home, on_moved = consumer.consumer(home), consumer.consumer(moved_q)
+    assert b"1" not in [x.value for x in on_home.poll()]  # fenced behind "moved"
+    got = on_moved.poll()
+    assert [x.value for x in got] == [b"0"]
+    on_moved.ack(got)
+    time.sleep(0.02)
+    assert b"1" in [x.value for x in on_home.poll()]

@@ -51,6 +51,7 @@ from fastshard.errors import (
     InvalidTypeError,
     InvalidValueError,
     LeaseLostError,
+    UnknownQueueError,
     check_finite,
 )
 from fastshard.sharding.fence import SEQ_HEADER
@@ -117,6 +118,21 @@ class FenceStore:
         if data is None:
             return None
         return [(int(a), int(b), str(o), str(n)) for a, b, o, n in data["moves"]]
+
+    # ------------------------------------------------------------------ what is still open
+    def write_open(self, from_epoch: int, retired: Sequence[str]) -> None:
+        """Written by the manager's router: every fence of an epoch below ``from_epoch`` is
+        released, and the ``retired`` queues are retired but not deleted yet. A router that
+        starts later reads it (:meth:`read_open`) to install the fences still open and to
+        drain the retired queues it never saw being retired."""
+        self.backend.kv_set(f"{self.prefix}open", _dumps({"from": int(from_epoch), "retired": sorted(retired)}))
+
+    def read_open(self) -> tuple[int | None, list[str]]:
+        """``(from_epoch, retired queues)``; ``(None, [])`` when no manager wrote it yet."""
+        data, _ = self._get_json(f"{self.prefix}open")
+        if data is None:
+            return None, []
+        return int(data["from"]), [str(q) for q in data["retired"]]
 
     # ------------------------------------------------------------------ producers
     def register(self, producer: str, since_epoch: int) -> int:
@@ -328,6 +344,13 @@ class SharedFenceRegistry:
             for epoch, moves in steps:
                 self._install(epoch, moves)
 
+    def adopt(self, steps: Sequence[tuple[int, list[tuple[int, int, str, str]]]]) -> None:
+        """Install the fences of epochs this router did not switch through (it started after
+        them); no marks are written: it published nothing under those epochs."""
+        with self._lock:
+            for epoch, moves in steps:
+                self._install(epoch, moves)
+
     def _install(self, epoch: int, moves: list[tuple[int, int, str, str]]) -> None:
         before = list(self._fences)
         for start, end, old_q, new_q in moves:
@@ -426,8 +449,7 @@ class SharedFenceRegistry:
             if self.store.alive(p):
                 return False  # p has not switched to e yet; it will write its mark first
             if "final" not in rec:
-                self._send_barrier(p, f.old_queue)
-                return False
+                return not self._send_barrier(p, f.old_queue)
             mark = int(rec["final"])
         if mark <= 0:
             return True
@@ -439,8 +461,15 @@ class SharedFenceRegistry:
             low += 1
         return low >= mark
 
-    def _send_barrier(self, p: str, queue: str) -> None:
+    def _send_barrier(self, p: str, queue: str) -> bool:
+        """Publish a barrier for dead producer ``p`` on ``queue`` (once); False when the queue
+        is gone: the manager deletes a retired queue only once it is drained and no fence
+        waits on it, so a fence whose old queue was deleted is released."""
         if (p, queue) in self._barriers_sent:
-            return
+            return True
+        try:
+            self.store.backend.publish(queue, b"", b"", headers={BARRIER_HEADER: p})
+        except UnknownQueueError:
+            return False
         self._barriers_sent.add((p, queue))
-        self.store.backend.publish(queue, b"", b"", headers={BARRIER_HEADER: p})
+        return True

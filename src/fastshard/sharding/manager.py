@@ -348,6 +348,8 @@ class ShardManager:
             # without a router there is no fence to wait for: retire at once
             for s in before - set(m.shards):
                 self.backend.delete_queue(self._queue(svc, s))
+        elif svc.router is not None:
+            svc.router.share_open_fences()  # for routers that start after this epoch
         self.history.append(plan)
         return int(m.epoch)
 
@@ -364,6 +366,7 @@ class ShardManager:
                     r.retired_queues.discard(q)
                     r.fences.forget(q)
                     done.append(q)
+            r.share_open_fences()
         return done
 
     def _create_service(self, act: CreateService) -> int:

@@ -32,10 +32,11 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from fastshard.backends.base import Backend, Message, validate_name
-from fastshard.errors import InvalidTypeError, InvalidValueError
+from fastshard.errors import InvalidTypeError, InvalidValueError, UnknownQueueError
 from fastshard.sharding.fence import HASH_HEADER, SEQ_HEADER, DrainFence, FenceRegistry
 from fastshard.sharding.fence_store import (
     BARRIER_HEADER,
+    MAX_SWITCHES,
     PRODUCER_HEADER,
     FenceStore,
     SharedFenceRegistry,
@@ -197,9 +198,12 @@ class Router:
         self._queue_cache: dict[str, str] = {}
         self.retired_queues: set[str] = set()
         self._live_shards: set[str] = set(shard_map.shards)
+        self._shared_open: tuple[int, tuple[str, ...]] | None = None
         if backend is not None and create_queues:
             for shard in shard_map.shards:
                 backend.create_queue(self.queue_of(shard))
+        if fence_store is not None:
+            self._adopt_open_fences()
 
     # ------------------------------------------------------------------ lookups
     @property
@@ -317,6 +321,46 @@ class Router:
             steps.append((e, [(a, b, self.queue_of(o), self.queue_of(n)) for a, b, o, n in moves]))
         self.fences.switch(before, after, steps)
         self._retire_gone_shards()
+        # a shard created and retired between two of our syncs never was in our map
+        self._retire_moved_away(steps)
+
+    def _retire_moved_away(self, steps: Sequence[tuple[int, list[tuple[int, int, str, str]]]]) -> None:
+        live = {self.queue_of(s) for s in self._map.shards}
+        for _, moves in steps:
+            self.retired_queues.update(old_q for _, _, old_q, _ in moves if old_q not in live)
+
+    def _adopt_open_fences(self) -> None:
+        """Join late: install the fences of every epoch the manager reports may still be open
+        and learn the retired queues still to drain. Without this a consumer started (or
+        restarted) after a resharding would never drain a retired queue's backlog, and could
+        deliver a moved key's new messages ahead of the old ones still queued elsewhere."""
+        assert self.fence_store is not None and isinstance(self.fences, SharedFenceRegistry)
+        now = int(self._map.epoch)
+        start, retired = self.fence_store.read_open()
+        # no record of what is open (no manager wrote one): look back as far as marks reach
+        first = max(start if start is not None else 1, now - MAX_SWITCHES + 1, 1)
+        steps = []
+        for e in range(first, now + 1):
+            rec = self.fence_store.read_record(e)
+            if rec:
+                steps.append((e, [(a, b, self.queue_of(o), self.queue_of(n)) for a, b, o, n in rec]))
+        self.fences.adopt(steps)
+        self.retired_queues.update(retired)
+        self._retire_moved_away(steps)
+        self.fences.refresh(force=True)
+
+    def share_open_fences(self) -> None:
+        """Record, for routers that start later, the oldest epoch with a fence still open
+        here and the retired queues not deleted yet (the manager calls this after each apply
+        and each :meth:`ShardManager.collect_retired`; a no-op without ``fence_store``)."""
+        if self.fence_store is None or not isinstance(self.fences, SharedFenceRegistry):
+            return
+        self.fences.refresh(force=True)
+        start = min((f.mark_epoch for f in self.fences.active()), default=int(self._map.epoch) + 1)
+        state = (start, tuple(sorted(self.retired_queues)))
+        if state != self._shared_open:
+            self.fence_store.write_open(*state)
+            self._shared_open = state
 
     def _retire_gone_shards(self) -> None:
         live = set(self._map.shards)
@@ -402,7 +446,15 @@ class FencedConsumer:
         backend = self.router.backend
         if backend is None:
             raise InvalidValueError("poll needs a backend: Router(shard_map, backend)")
-        for m in backend.consume(self.queue, self.group, self.name, max_messages=max_messages, timeout=timeout):
+        try:
+            batch = backend.consume(self.queue, self.group, self.name, max_messages=max_messages, timeout=timeout)
+        except UnknownQueueError:
+            if self.queue not in self.router.retired_queues or self._buffer:
+                raise
+            # the manager deletes a retired queue once it is drained and no fence waits on it
+            self.router.retired_queues.discard(self.queue)
+            return []
+        for m in batch:
             if m.id in self._open:
                 continue
             if BARRIER_HEADER in m.headers:

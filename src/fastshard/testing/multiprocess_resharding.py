@@ -79,13 +79,16 @@ def run_producer(cfg: dict[str, Any]) -> None:
             next_n[k] += 1
             router.publish(k, uid)
             f.write(uid + "\n")
-            if rng.random() < 0.05:
-                time.sleep(0.002)
+            f.flush()
+            time.sleep(0.004 if rng.random() < 0.8 else 0.02)  # ~3 s of publishing: rounds land mid-stream
         f.write("DONE\n")
     backend.close()
 
 
 def run_consumer(cfg: dict[str, Any]) -> None:
+    rounds_done = Path(cfg["dir"]) / "rounds-done"
+    while cfg["late"] and not rounds_done.exists():
+        time.sleep(0.01)  # a consumer process started only after every resharding round
     backend, store, fences = _open(cfg)
     router = Router(store.load(), backend, queue_prefix=PREFIX, store=store, fence_store=fences,
                     create_queues=False)
@@ -130,8 +133,14 @@ def _spawn(role: str, cfg: dict[str, Any], workdir: Path, name: str) -> subproce
 def check_multiprocess_resharding(
     backend_name: str, options: dict[str, Any], workdir: Path, *, producers: int = 3, consumers: int = 2,
     messages: int = 300, keys: int = 24, rounds: int = 6, seed: int = 0, timeout: float = 90.0,
+    late_consumers: bool = False,
 ) -> MultiProcessReport:
-    """Run the check (this process is the manager); raises AssertionError on loss or reorder."""
+    """Run the check (this process is the manager); raises AssertionError on loss or reorder.
+
+    The rounds start once every producer has begun publishing, and producers pace
+    themselves, so plans land while messages flow. With ``late_consumers`` the consumer
+    processes start only after the last round: they must find the retired queues and the
+    open fences of epochs they never routed under."""
     t0 = time.monotonic()
     rng = random.Random(seed)
     token = uuid.uuid4().hex[:8]
@@ -146,7 +155,8 @@ def check_multiprocess_resharding(
     manager = ShardManager(m, 1.0, router=router, store=FencedMapStore(store, fences))
     key_names = [f"k{i}-{token}" for i in range(keys)]
     base = {"backend": backend_name, "options": options, "map": name, "dir": str(workdir), "lease_ttl": 5.0}
-    procs = [_spawn("consumer", {**base, "index": c, "count": consumers, "seed": seed + c}, workdir, f"c{c}")
+    procs = [_spawn("consumer", {**base, "index": c, "count": consumers, "seed": seed + c,
+                                      "late": late_consumers}, workdir, f"c{c}")
              for c in range(consumers)]
     procs += [_spawn("producer", {**base, "id": f"p{p}", "keys": key_names[p::producers],
                                   "messages": messages, "seed": seed * 100 + p}, workdir, f"p{p}")
@@ -154,6 +164,7 @@ def check_multiprocess_resharding(
     report = MultiProcessReport()
     names = itertools.count(1)
     try:
+        _wait_started(workdir, producers, procs, t0 + timeout)
         for _ in range(rounds):
             time.sleep(rng.uniform(0.05, 0.3))
             plan = random_plan(m, rng, nodes, names, key_names)
@@ -166,6 +177,7 @@ def check_multiprocess_resharding(
             except FastshardError:
                 pass  # e.g. a merge of shards that are no longer neighbours
             manager.collect_retired(GROUP)
+        (workdir / "rounds-done").write_text("done")
         published = _wait_published(workdir, producers, procs, t0 + timeout)
         deadline = t0 + timeout
         while time.monotonic() < deadline:
@@ -207,6 +219,18 @@ def check_multiprocess_resharding(
             f"(first {report.lost[:5]}), order violations {report.order_violations[:5]}, "
             f"{report.delivered}/{report.published} delivered")
     return report
+
+
+def _wait_started(workdir: Path, producers: int, procs: list[subprocess.Popen[bytes]], deadline: float) -> None:
+    files = [workdir / f"pub-p{p}.txt" for p in range(producers)]
+    while time.monotonic() < deadline:
+        if all(f.exists() and f.stat().st_size > 0 for f in files):
+            return
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.01)
+    raise AssertionError("producer processes did not start publishing: " + " ".join(
+        f.read_text()[-1500:] for f in workdir.glob("p*.err")))
 
 
 def _wait_published(workdir: Path, producers: int, procs: list[subprocess.Popen[bytes]], deadline: float) -> set[str]:
