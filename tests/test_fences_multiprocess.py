@@ -21,26 +21,16 @@ def _require_plugin(name: str) -> None:
 
 
 @pytest.mark.integration
-def test_processes_keep_order_on_redis(tmp_path):
+@pytest.mark.parametrize(("seed", "late_consumers"), [(3, False), (4, True)], ids=["together", "late-consumers"])
+def test_processes_keep_order_on_redis(tmp_path, seed, late_consumers):
+    """``late-consumers``: consumer processes start only after the last resharding round, so
+    they must find retired queues and open fences of epochs they never routed under."""
     require_server("redis", "127.0.0.1", 6379)
     _require_plugin("redis")
     ns = f"mp-{uuid.uuid4().hex[:8]}"
     opts = {"url": "redis://127.0.0.1:6379/0", "namespace": ns}
     try:
-        r = check_multiprocess_resharding("redis", opts, tmp_path, seed=3)
-    finally:
-        backends.get("redis", **opts).drop_namespace()
-    assert r.ok and r.delivered == r.published == 900 and r.plans_applied >= 1
-
-
-@pytest.mark.integration
-def test_consumer_processes_started_after_resharding_drain_everything_on_redis(tmp_path):
-    require_server("redis", "127.0.0.1", 6379)
-    _require_plugin("redis")
-    ns = f"mp-{uuid.uuid4().hex[:8]}"
-    opts = {"url": "redis://127.0.0.1:6379/0", "namespace": ns}
-    try:
-        r = check_multiprocess_resharding("redis", opts, tmp_path, seed=4, late_consumers=True)
+        r = check_multiprocess_resharding("redis", opts, tmp_path, seed=seed, late_consumers=late_consumers)
     finally:
         backends.get("redis", **opts).drop_namespace()
     assert r.ok and r.delivered == r.published == 900 and r.plans_applied >= 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 
 import psycopg
@@ -11,6 +10,7 @@ import pytest
 
 from fastshard.backends.request_ids import REQUEST_IDS
 from fastshard.errors import InvalidValueError
+from fastshard.testing.faults import publish_from_threads
 from fastshard_postgres import PostgresBackend
 from fastshard_postgres.pool import PooledConnection
 
@@ -101,21 +101,7 @@ def test_statement_deallocated_on_the_connection_is_prepared_again(make_backend:
 def test_more_publishing_threads_than_connections_wait_and_lose_nothing(make_backend: Make) -> None:
     b = make_backend(max_connections=2)
     b.create_queue("q")
-    errors: list[BaseException] = []
-
-    def produce(t: int) -> None:
-        try:
-            for i in range(30):
-                b.publish("q", f"key-{t}".encode(), f"{t}:{i}".encode())
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=produce, args=(t,)) for t in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    publish_from_threads(b, "q", threads=6, per_thread=30)
     assert b._pool._open <= 2, "never more than max_connections"
     rows = _rows(b, "SELECT seq, key, value FROM {s}.messages ORDER BY seq")
     assert [r[0] for r in rows] == list(range(1, 181)), "dense sequence numbers"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastshard.errors import BackendUnavailableError, InvalidValueError
+from fastshard.testing.faults import publish_from_threads
 from fastshard_redis import RedisBackend
 from fastshard_redis.single import SinglePublisher
 
@@ -210,21 +210,7 @@ def test_packed_xadd_equals_redis_py_packing(key: bytes, value: bytes, epoch: in
 def test_more_publishing_threads_than_connections_wait_and_lose_nothing(make_backend: Make) -> None:
     b = make_backend(max_connections=2)
     b.create_queue("q")
-    errors: list[BaseException] = []
-
-    def produce(t: int) -> None:
-        try:
-            for i in range(60):
-                b.publish("q", f"key-{t}".encode(), f"{t}:{i}".encode())
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=produce, args=(t,)) for t in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    publish_from_threads(b, "q", threads=6, per_thread=60)
     assert b._single is not None and b._single._created <= 2, "never more than max_connections"
     seen: dict[bytes, list[int]] = {}
     for _, f in _entries(b, "q"):

@@ -111,3 +111,26 @@ def check_publishing_survives_connection_kills(
         got.extend(batch)
     assert [m.value for m in got] == published, "every message once, in order"
     assert counts == list(range(1, messages + 1)) and reader.counter_get("c") == messages
+
+
+def publish_from_threads(backend: Backend, queue: str, *, threads: int = 6, per_thread: int = 30) -> None:
+    """Publish ``per_thread`` messages from each of ``threads`` threads at once: thread ``t``
+    sends key ``key-t`` with values ``t:0``, ``t:1``, ...; raises the first error any thread
+    met (with the rest listed), so a pool that loses, mixes or refuses work shows up. The
+    caller checks the stored messages: per key, values ``t:0 .. t:per_thread-1`` in order."""
+    errors: list[BaseException] = []
+
+    def produce(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                backend.publish(queue, f"key-{t}".encode(), f"{t}:{i}".encode())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise AssertionError(f"{len(errors)} publishing thread(s) failed: {errors!r}") from errors[0]
