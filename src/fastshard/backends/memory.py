@@ -14,11 +14,12 @@ import queue as _queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fastshard.backends.base import Backend, LeaseInfo, Message, Subscription, Versioned
 from fastshard.backends.plugins import hookimpl
+from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER, checked_stamped_batch
 from fastshard.errors import InvalidValueError, UnknownQueueError, check_seconds
 
 
@@ -107,6 +108,26 @@ class MemoryBackend(Backend):
                 q.log.append((key, value, headers, epoch))
             self._cv.notify_all()
             return [str(first + i) for i in range(len(batch))]
+
+    def publish_stamped_batch(
+        self, queue: str, keys: Sequence[bytes], values: Sequence[bytes | str], epoch: int,
+        first_seq: int, key_hashes: Sequence[int], headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """One queue's part of ``Router.publish_many`` (the router's ``StampedBatchPublisher``
+        hook): validated like ``publish_batch``, then appended under one lock hold, so the
+        whole group is published or none of it, each message with its own stamp."""
+        items, hdrs, epoch = checked_stamped_batch(self, queue, keys, values, epoch, first_seq,
+                                                   key_hashes, headers)
+        logged = [
+            (k, v, {**hdrs, SEQ_HEADER: str(first_seq + i), HASH_HEADER: str(h)}, epoch)
+            for i, ((k, v), h) in enumerate(zip(items, key_hashes, strict=True))
+        ]
+        with self._cv:
+            q = self._queue(queue)
+            first = q.base + len(q.log)
+            q.log.extend(logged)
+            self._cv.notify_all()
+            return [str(first + i) for i in range(len(logged))]
 
     def _consume(
         self, queue: str, group: str, consumer: str, max_messages: int, timeout: float

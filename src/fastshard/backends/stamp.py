@@ -16,7 +16,18 @@ and unpacks it on consume, so consumers see the same :class:`~fastshard.backends
 
 from __future__ import annotations
 
-from fastshard.errors import InvalidValueError
+from collections.abc import Mapping, Sequence
+
+from fastshard.backends.base import (
+    MAX_KEY_BYTES,
+    QUEUES,
+    Backend,
+    _validate_headers,
+    validate_name,
+)
+from fastshard.errors import InvalidValueError, check_int
+
+MAX_EPOCH = 2**63 - 1  # Backend.publish_batch's bound on epochs
 
 STAMP_HEADER = "fs"
 #: the router's per-queue sequence number of a message (a decimal str)
@@ -66,3 +77,41 @@ def unpack_stamp(text: str, headers: dict[str, str]) -> int | None:
     elif len(parts) != 1:
         return None
     return int(epoch)
+
+
+def checked_stamped_batch(
+    backend: Backend,
+    queue: str,
+    keys: Sequence[bytes],
+    values: Sequence[bytes | str],
+    epoch: int,
+    first_seq: int,
+    key_hashes: Sequence[int],
+    headers: Mapping[str, str] | None,
+) -> tuple[list[tuple[bytes, bytes]], dict[str, str], int]:
+    """What a backend's ``publish_stamped_batch`` checks before sending anything: the same
+    checks, with the same errors, as ``backend.publish_batch`` (queue name, headers, epoch,
+    every key and value), plus the batch's own fields. Returns ``(items, headers, epoch)``:
+    (key bytes, value bytes) pairs, the caller's headers without ``fs-seq``/``fs-hash`` (the
+    stamp replaces them, as in ``stamp_headers``) and the epoch."""
+    backend._require(QUEUES)
+    validate_name("queue", queue)
+    hdrs = _validate_headers(headers)
+    hdrs.pop(SEQ_HEADER, None)
+    hdrs.pop(HASH_HEADER, None)
+    if type(epoch) is not int or not 0 <= epoch <= MAX_EPOCH:
+        epoch = check_int("epoch", epoch, 0, MAX_EPOCH)
+    check_int("first_seq", first_seq, 1, MAX_EPOCH)
+    n = len(keys)
+    if len(values) != n or len(key_hashes) != n:
+        raise InvalidValueError(
+            f"keys, values and key_hashes must have the same length, got {n}, {len(values)} "
+            f"and {len(key_hashes)}")
+    max_value = backend.max_message_bytes
+    items: list[tuple[bytes, bytes]] = []
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        if type(k) is bytes and type(v) is bytes and len(k) <= MAX_KEY_BYTES and len(v) <= max_value:
+            items.append((k, v))
+        else:
+            items.append(backend._checked_item(i, (k, v), max_value))
+    return items, hdrs, epoch

@@ -89,13 +89,22 @@ class FenceRegistry:
             self._last_seq[queue] = seq
             return seq
 
+    def next_seqs(self, queue: str, n: int) -> int:
+        """Reserve ``n`` consecutive sequence numbers of ``queue`` at once (a routed batch);
+        returns the first, the others follow it."""
+        with self._lock:
+            first = self._last_seq.get(queue, 0) + 1
+            self._last_seq[queue] = first + n - 1
+            return first
+
     def last_seq(self, queue: str) -> int:
         with self._lock:
             return self._last_seq.get(queue, 0)
 
-    def publish_failed(self, queue: str, seq: int) -> None:
-        """``seq`` will never be acked: settle it so no fence waits for it."""
-        self.settle(queue, [seq])
+    def publish_failed(self, queue: str, seq: int, count: int = 1) -> None:
+        """``seq`` (and the ``count - 1`` numbers after it) will never be acked: settle them
+        so no fence waits for them."""
+        self.settle(queue, list(range(seq, seq + count)))
 
     def install(self, fences: list[DrainFence]) -> None:
         """Add fences (the router calls this while producers are paused).

@@ -317,14 +317,23 @@ class SharedFenceRegistry:
             self._last_seq[queue] = seq
             return seq
 
+    def next_seqs(self, queue: str, n: int) -> int:
+        """Reserve ``n`` consecutive sequence numbers of ``queue`` (a routed batch); returns
+        the first."""
+        with self._lock:
+            first = self._last_seq.get(queue, 0) + 1
+            self._last_seq[queue] = first + n - 1
+            return first
+
     def last_seq(self, queue: str) -> int:
         with self._lock:
             return self._last_seq.get(queue, 0)
 
-    def publish_failed(self, queue: str, seq: int) -> None:
-        """``seq`` will never be acked: record it as void (shared at once if possible)."""
+    def publish_failed(self, queue: str, seq: int, count: int = 1) -> None:
+        """``seq`` (and the ``count - 1`` numbers after it) will never be acked: record them
+        as void (shared at once if possible; one write for the whole run of numbers)."""
         with self._lock:
-            self._void.setdefault(queue, []).append(seq)
+            self._void.setdefault(queue, []).extend(range(seq, seq + count))
             try:
                 self._write_marks()
             except BackendError:

@@ -17,8 +17,10 @@ producers and consumers in different processes fence each other; each message th
 carries ``fs-prod``, its producer's id (see docs/sharding.md, "Fences across processes").
 
 A backend may carry the epoch, sequence number and hash its own way by offering
-``publish_stamped`` (see :class:`StampedPublisher`); the Kafka backend packs them into one
-header, which is cheaper per message than three. Consumers see the same ``Message`` either way.
+``publish_stamped`` (see :class:`StampedPublisher`) and, for :meth:`Router.publish_many`,
+``publish_stamped_batch`` (:class:`StampedBatchPublisher`; both live in
+:mod:`fastshard.sharding.publishing`); the Kafka backend packs them into one header, which is
+cheaper per message than three. Consumers see the same ``Message`` either way.
 """
 
 from __future__ import annotations
@@ -27,19 +29,27 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fastshard.backends.base import Backend, Message, validate_name
 from fastshard.errors import InvalidTypeError, InvalidValueError, UnknownQueueError
-from fastshard.sharding.fence import HASH_HEADER, SEQ_HEADER, DrainFence, FenceRegistry
+from fastshard.sharding.fence import HASH_HEADER, DrainFence, FenceRegistry
 from fastshard.sharding.fence_store import (
     BARRIER_HEADER,
     MAX_SWITCHES,
     PRODUCER_HEADER,
     FenceStore,
     SharedFenceRegistry,
+)
+
+# the hook protocols are re-exported: they used to live here
+from fastshard.sharding.publishing import (  # noqa: F401
+    StampedBatchPublisher,
+    StampedPublisher,
+    publish_many,
+    stamp_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -93,29 +103,6 @@ class RoutedMessage(NamedTuple):
     id: str
     epoch: int
     seq: int
-
-
-def stamp_headers(seq: int, key_hash: int, headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The headers a routed message is published with: the caller's, then ``fs-seq`` and
-    ``fs-hash`` (last, so a caller's header of the same name cannot replace them)."""
-    if headers:
-        return {**headers, SEQ_HEADER: str(seq), HASH_HEADER: str(key_hash)}
-    return {SEQ_HEADER: str(seq), HASH_HEADER: str(key_hash)}
-
-
-class StampedPublisher(Protocol):
-    """What a backend may add so that :meth:`Router.publish` skips the str-header round trip.
-
-    ``publish_stamped(queue, key, value, epoch, seq, key_hash, headers)`` must publish one
-    message exactly as ``publish(queue, key, value, headers=stamp_headers(seq, key_hash,
-    headers), epoch=epoch)`` would — same validation and errors, and the consumed message
-    carries ``epoch`` and the ``fs-seq``/``fs-hash`` headers — but may carry the three
-    numbers in its own format (Kafka packs them into one header). The router looks the
-    method up on each publish; a backend without it is published to with the headers.
-    """
-
-    def publish_stamped(self, queue: str, key: bytes, value: bytes | str, epoch: int, seq: int,
-                        key_hash: int, headers: Mapping[str, str] | None = None) -> str: ...
 
 
 class _Gate:
@@ -282,6 +269,28 @@ class Router:
                 if gate.closed and not gate.readers:
                     gate.cv.notify_all()
         return RoutedMessage(shard, queue, mid, epoch, seq)
+
+    def publish_many(
+        self,
+        keys: Sequence[str | bytes | int],
+        values: Sequence[bytes | str],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[RoutedMessage]:
+        """Route and publish a batch; one :class:`RoutedMessage` per input, in input order.
+
+        Every message of one call is routed under one epoch (the gate is entered once, so a
+        reshard waits for the whole batch). Messages are grouped by queue; inside a queue they
+        keep call order and get consecutive sequence numbers; each queue's group goes to the
+        backend in one call (its ``publish_stamped_batch`` when it has one, else message by
+        message), groups in the order their queue first appears in ``keys``.
+
+        If a group fails, the groups before it stay published and the later ones are not
+        sent; the failed group's numbers (with a backend without the hook, those from the
+        failing message on) and the later groups' are voided so no fence waits for them, and
+        the error is raised with a note naming what was sent.
+        """
+        return publish_many(self, keys, values, headers)
 
     # ------------------------------------------------------------------ resharding
     @contextmanager
