@@ -276,3 +276,9 @@ def test_shared_fences_stamp_the_producer_and_void_failed_numbers_in_the_store()
     n = sum(r_many.queue_of(r_many.route(k)) == many.fail_queue for k in KEYS)
     assert void[many.fail_queue] == list(range(n + 1, 2 * n + 1))  # the failed call's numbers
     assert sum(len(v) for v in void.values()) == len(KEYS)  # the first group failed: none sent
+
+
+def test_the_memory_hook_passes_the_plugin_check():
+    from fastshard.testing.publish_many import check_publish_many_matches_one_by_one
+
+    check_publish_many_matches_one_by_one(MemoryBackend())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -216,3 +217,21 @@ def test_more_publishing_threads_than_connections_wait_and_lose_nothing(make_bac
     for _, f in _entries(b, "q"):
         seen.setdefault(f[b"k"], []).append(int(f[b"v"].split(b":")[1]))
     assert seen == {f"key-{t}".encode(): list(range(60)) for t in range(6)}
+
+
+def test_publish_many_through_the_batch_hook_matches_publishing_one_by_one(backend: RedisBackend) -> None:
+    from fastshard.testing.publish_many import check_publish_many_matches_one_by_one
+
+    check_publish_many_matches_one_by_one(backend)
+
+
+def test_the_batch_hook_sends_every_message_with_its_own_stamp(backend: RedisBackend) -> None:
+    backend.create_queue("q")
+    ids = backend.publish_stamped_batch("q", [b"a", b"b"], [b"1", "2"], 7, 5, [11, 12], {"x": "y"})
+    assert len(ids) == 2
+    entries = _entries(backend, "q")
+    assert [e[0].decode() for e in entries] == ids
+    assert [json.loads(e[1][b"h"]) for e in entries] == [
+        {"x": "y", "fs-seq": "5", "fs-hash": "11"}, {"x": "y", "fs-seq": "6", "fs-hash": "12"}]
+    with pytest.raises(InvalidValueError, match="does not exist"):
+        backend.publish_stamped_batch("missing", [b"a"], [b"1"], 1, 1, [5])

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ from fastshard.backends.base import (
     validate_name,
 )
 from fastshard.backends.retry import call_with_retry
+from fastshard.backends.stamp import checked_stamped_batch
 from fastshard.errors import (
     BackendError,
     BackendUnavailableError,
@@ -54,6 +55,7 @@ from fastshard.errors import (
 from fastshard_redis import scripts
 from fastshard_redis.keys import KeyLayout
 from fastshard_redis.single import TRANSIENT_ERRORS, SinglePublisher
+from fastshard_redis.stamped import stamped_fields
 
 T = TypeVar("T")
 
@@ -180,7 +182,7 @@ class RedisBackend(Backend):
         self._scripts = {
             name: self._client.register_script(getattr(scripts, name))
             for name in (
-                "PUBLISH", "CONSUME", "ACK", "BACKLOG", "KV_SET", "KV_CAS", "KV_DELETE",
+                "PUBLISH", "PUBLISH_STAMPED", "CONSUME", "ACK", "BACKLOG", "KV_SET", "KV_CAS", "KV_DELETE",
                 "COUNTER_ADD", "LEASE_ACQUIRE", "LEASE_RENEW", "LEASE_RELEASE", "LEASE_INFO",
             )
         }
@@ -273,26 +275,43 @@ class RedisBackend(Backend):
         if len(batch) == 1 and self._single is not None:
             k, v = batch[0]
             return [self._single.publish(queue, stream, k, v, hdr.encode(), epoch)]
+        return self._publish_chunks(queue, stream, "PUBLISH", [self.dedup_ttl, epoch, hdr], batch)
+
+    def publish_stamped_batch(
+        self, queue: str, keys: Sequence[bytes], values: Sequence[bytes | str], epoch: int,
+        first_seq: int, key_hashes: Sequence[int], headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """One queue's part of ``Router.publish_many`` (its ``StampedBatchPublisher`` hook): one
+        de-duplicated script run per :data:`PUBLISH_CHUNK` messages, each message with its own
+        ``fs-seq``/``fs-hash`` headers (see :func:`fastshard_redis.stamped.stamped_fields`)."""
+        items, hdrs, epoch = checked_stamped_batch(self, queue, keys, values, epoch, first_seq,
+                                                   key_hashes, headers)
+        return self._publish_chunks(queue, self.keys.stream(queue), "PUBLISH_STAMPED",
+                                    [self.dedup_ttl, epoch],
+                                    stamped_fields(items, hdrs, first_seq, key_hashes))
+
+    def _publish_chunks(self, queue: str, stream: str, script: str, head: list[Any],
+                        messages: Sequence[tuple[bytes, ...]]) -> list[str]:
+        """Run ``script`` with ``head`` and then each message's arguments, PUBLISH_CHUNK
+        messages per run."""
         ids: list[str] = []
         # Each chunk is one atomic, de-duplicated script run. If a later chunk fails after
         # its retries, the earlier chunks stay published and the error says how many.
-        for start in range(0, len(batch), PUBLISH_CHUNK):
-            chunk = batch[start : start + PUBLISH_CHUNK]
-            args: list[Any] = [self.dedup_ttl, epoch, hdr]
-            for k, v in chunk:
-                args.append(k)
-                args.append(v)
+        for start in range(0, len(messages), PUBLISH_CHUNK):
+            args = list(head)
+            for fields in messages[start : start + PUBLISH_CHUNK]:
+                args.extend(fields)
             dedup = self.keys.request(stream, self._request_id())
             try:
                 joined = self._call(
                     f"publish to {queue!r}",
-                    partial(self._script, "PUBLISH", [stream, dedup], args),
+                    partial(self._script, script, [stream, dedup], args),
                     queue=queue,
                 )
             except BackendError as exc:
                 if ids:
                     raise type(exc)(
-                        f"{exc} (the first {len(ids)} of {len(batch)} messages were published "
+                        f"{exc} (the first {len(ids)} of {len(messages)} messages were published "
                         f"with ids up to {ids[-1]})"
                     ) from exc
                 raise

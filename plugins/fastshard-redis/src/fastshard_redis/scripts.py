@@ -38,6 +38,24 @@ redis.call('SET', KEYS[2], joined, 'EX', ARGV[1])
 return joined
 """
 
+# PUBLISH for Router.publish_many's per-queue groups, each message with its own headers
+# (its fs-seq/fs-hash stamp). KEYS: stream, dedup. ARGV: dedup_ttl_s, epoch, then
+# k1, v1, headers_json1, k2, v2, headers_json2, ... Returns the new stream ids joined by ','.
+PUBLISH_STAMPED = """
+local done = redis.call('GET', KEYS[2])
+if done then return done end
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOQUEUE') end
+local ids = {}
+local epoch = ARGV[2]
+for i = 3, #ARGV, 3 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'k', ARGV[i], 'v', ARGV[i + 1], 'e', epoch,
+                             'h', ARGV[i + 2])
+end
+local joined = table.concat(ids, ',')
+redis.call('SET', KEYS[2], joined, 'EX', ARGV[1])
+return joined
+"""
+
 # KEYS: stream. ARGV: group, consumer, min_idle_ms, count.
 # Returns a flat list id, fields, delivery_count, id, fields, delivery_count, ...: first the
 # messages whose delivery was not acked within min_idle_ms (claimed for this consumer,
