@@ -147,3 +147,23 @@ def test_a_failed_delivery_is_raised_and_its_sequence_number_settled(backend, co
     with pytest.raises(error, match="publishing to .* failed after 0 of 1 messages"):
         router.publish("k", b"lost")
     assert 2 in router.fences._settled[router.queue_of("s0")].above
+
+
+def test_publish_many_through_the_batch_hook_matches_publishing_one_by_one(backend):
+    from fastshard.testing.publish_many import check_publish_many_matches_one_by_one
+
+    check_publish_many_matches_one_by_one(backend, n=200)
+
+
+def test_the_batch_hook_stamps_each_message_and_is_validated_like_publish_batch(backend):
+    backend.create_queue("q")
+    ids = backend.publish_stamped_batch("q", [b"a", b"b"], [b"1", "2"], 7, 5, [11, 12], {"x": "y"})
+    assert ids == ["0", "1"]
+    assert _wire(backend, "q", 1) == [("x", b"y"), ("fs", b"7 6 12")]
+    with pytest.raises(InvalidValueError, match="does not exist"):
+        backend.publish_stamped_batch("missing", [b"a"], [b"1"], 1, 1, [5])
+    with pytest.raises(InvalidValueError, match="must not use the name 'fs'"):
+        backend.publish_stamped_batch("q", [b"a"], [b"1"], 1, 1, [5], {"fs": "mine"})
+    with pytest.raises(MessageTooLargeError):
+        backend.publish_stamped_batch("q", [b"a", b"b"], [b"1", b"x" * (backend.max_message_bytes + 1)], 1, 1, [5, 6])
+    assert [m.value for m in _consume_all(backend, "q", 2)] == [b"1", b"2"]

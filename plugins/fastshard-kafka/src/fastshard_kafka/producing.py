@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from fastshard.backends.base import MAX_KEY_BYTES
-from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER, STAMP_HEADER
+from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER, STAMP_HEADER, checked_stamped_batch
 from fastshard.errors import BackendError, BackendUnavailableError
 from fastshard_kafka.wire import Delivery, delivery_error, wire_headers
 
@@ -92,6 +92,22 @@ class Producing:
         return self._send_one(queue, target, key, value,
                               [(STAMP_HEADER, b"%d %d %d" % (epoch, seq, key_hash))])
 
+    def publish_stamped_batch(self, queue: str, keys: Sequence[bytes], values: Sequence[bytes | str],
+                              epoch: int, first_seq: int, key_hashes: Sequence[int],
+                              headers: Mapping[str, str] | None = None) -> list[str]:
+        """One queue's part of ``Router.publish_many`` (its ``StampedBatchPublisher`` hook):
+        validated like ``publish_batch``, then every message produced with its own ``fs``
+        stamp and the whole group confirmed with one wait, as :meth:`publish_routed` does."""
+        items, hdrs, epoch = checked_stamped_batch(self, queue, keys, values, epoch, first_seq,
+                                                   key_hashes, headers)
+        self._target(queue)  # the queue must exist before anything is produced
+        others = wire_headers(hdrs, epoch)[:-1]  # the caller's headers, without the epoch stamp
+        per_message = [[*others, (STAMP_HEADER, b"%d %d %d" % (epoch, first_seq + i, h))]
+                       for i, h in enumerate(key_hashes)]
+        delivery = self._produce(queue, items, hdrs, epoch, per_message)
+        self._confirm([delivery])
+        return delivery.ids()
+
     def _send_one(self, queue: str, target: tuple[str, int], key: bytes, value: bytes,
                   hdrs: list[tuple[str, str | bytes | None]]) -> str:
         """Produce one message and wait for its delivery report: a closure for the report and
@@ -160,13 +176,17 @@ class Producing:
         return target
 
     def _produce(self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str],
-                 epoch: int) -> Delivery:
+                 epoch: int, per_message: Sequence[Any] | None = None) -> Delivery:
+        """Produce ``batch`` to ``queue``'s partition; ``per_message`` (a header list per
+        message, routed batches) replaces the batch's shared headers."""
         topic, p = self._target(queue)
         # one header list for the whole batch: librdkafka copies it into each message
-        hdrs = wire_headers(headers, epoch)
+        hdrs = wire_headers(headers, epoch) if per_message is None else []
         delivery = Delivery(queue, len(batch))
         produce, report = self._producer.produce, delivery.on_delivery
         for i, (key, value) in enumerate(batch):
+            if per_message is not None:
+                hdrs = per_message[i]
             try:
                 produce(topic, value, key, p, on_delivery=report, headers=hdrs)
             except BufferError:
