@@ -31,15 +31,12 @@ Delivery
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import pika
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
@@ -56,23 +53,26 @@ from fastshard.backends.stamp import (
     STAMP_HEADER,
     format_stamp,
     pack_stamp,
-    unpack_stamp,
 )
-from fastshard.errors import (
-    InvalidTypeError,
-    InvalidValueError,
-    check_finite,
-    check_int,
-    check_seconds,
-)
+from fastshard.errors import InvalidValueError
 from fastshard_rabbitmq.link import Link, passive_exists
 from fastshard_rabbitmq.management import ManagementAPI
+from fastshard_rabbitmq.wire import (
+    DEFAULT_URL,
+    EPOCH_HEADER,
+    KEY_HEADER,
+    OWNER_SUFFIX,
+    MessageIds,
+    check_settings,
+    decode_message,
+    message_headers,
+    owner_arguments,
+    owner_marker,
+    rabbit_queue_name,
+)
 
-#: the epoch header of messages written before the ``fs`` stamp (STAMP_HEADER) replaced it;
-#: still read
-EPOCH_HEADER = "fastshard-epoch"
-KEY_HEADER = "fastshard-key"
-_OWNER_SUFFIX = "/.owner"
+__all__ = ["EPOCH_HEADER", "KEY_HEADER", "RabbitMQBackend"]
+
 _MAX_EPOCH = 2**63 - 1  # Backend.publish's bound
 _MAX_REMEMBERED_QUEUES = 65_536
 
@@ -107,7 +107,7 @@ class RabbitMQBackend(Backend):
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@127.0.0.1:5672/%2F",
+        url: str = DEFAULT_URL,
         *,
         management_url: str | None = None,
         prefix: str = "",
@@ -119,27 +119,17 @@ class RabbitMQBackend(Backend):
         timeout: float = 10.0,
         retries: int = 5,
     ) -> None:
-        if not isinstance(url, str) or urlparse(url).scheme not in ("amqp", "amqps"):
-            raise InvalidValueError(f"url must be an amqp:// or amqps:// URL, got {url!r}")
-        if not isinstance(prefix, str) or len(prefix) > 50 or any(c in prefix for c in "/\x00"):
-            raise InvalidValueError(f"prefix must be at most 50 characters without '/', got {prefix!r}")
-        if queue_type not in ("classic", "quorum"):
-            raise InvalidValueError(f"queue_type must be 'classic' or 'quorum', got {queue_type!r}")
-        if not isinstance(single_active_consumer, bool):
-            raise InvalidTypeError("single_active_consumer must be a bool")
-        self.prefetch = check_int("prefetch", prefetch, 1, 65_535)
-        self.visibility_timeout = check_seconds("visibility_timeout", visibility_timeout)
-        self.max_message_bytes = check_int("max_message_bytes", max_message_bytes, 1, 128 * 2**20)
-        t = check_finite("timeout", timeout)
-        if not 0.05 <= t <= 3600:
-            raise InvalidValueError(f"timeout must be in [0.05, 3600] seconds, got {timeout}")
-        self.timeout = t
-        self.retries = check_int("retries", retries, 1, 100)
-        self.prefix = prefix
-        self.exchange = prefix + "fastshard"
-        self._queue_args: dict[str, Any] = {"x-queue-type": queue_type}
-        if single_active_consumer:
-            self._queue_args["x-single-active-consumer"] = True
+        cfg = check_settings(
+            url, management_url=management_url, prefix=prefix, queue_type=queue_type,
+            single_active_consumer=single_active_consumer, prefetch=prefetch,
+            visibility_timeout=visibility_timeout, max_message_bytes=max_message_bytes,
+            timeout=timeout, retries=retries)
+        self.prefetch, self.visibility_timeout = cfg.prefetch, cfg.visibility_timeout
+        self.max_message_bytes, self.timeout, self.retries = (
+            cfg.max_message_bytes, cfg.timeout, cfg.retries)
+        t = cfg.timeout
+        self.prefix, self.exchange = prefix, cfg.exchange
+        self._queue_args: dict[str, Any] = cfg.queue_args
         params = pika.URLParameters(url)
         params.socket_timeout = t
         params.blocked_connection_timeout = t
@@ -150,25 +140,22 @@ class RabbitMQBackend(Backend):
         self._pub = Link(params, confirm=True, prefetch=0, attempts=self.retries, what="publisher")
         self._sub = Link(params, confirm=False, prefetch=self.prefetch, attempts=self.retries,
                          what="consumer")
-        if management_url is None:
-            host = params.host
-            management_url = f"http://{params.credentials.username}:{params.credentials.password}@{host}:15672"
-        self._mgmt = ManagementAPI(management_url, timeout=t)
+        self._mgmt = ManagementAPI(cfg.management_url, timeout=t)
         self._lock = threading.Lock()
         self._groups: dict[tuple[str, str], _GroupState] = {}
         self._exchange_ready = False
         self._known_queues: set[str] = set()
         # queue names that passed Backend.publish's checks, so publish_stamped may skip them
         self._checked_queues: set[str] = set()
-        # message ids: a random per-backend prefix and a counter (unique without a uuid4 per
-        # message; next() on a count is atomic under the GIL)
-        self._id_prefix = uuid.uuid4().hex[:16]
-        self._id_counter = itertools.count(1)
+        # message ids (wire.MessageIds); prefix and counter also as attributes for
+        # publish_stamped's inline fast path, sharing the one counter
+        self._ids = MessageIds()
+        self._id_prefix, self._id_counter = self._ids.prefix, self._ids.counter
 
     # ------------------------------------------------------------------ naming
     def rabbit_queue(self, queue: str, group: str | None = None) -> str:
         """The RabbitMQ queue behind a shard (``group=None``) or a later group of it."""
-        return self.prefix + queue + ("" if group is None else "/" + group)
+        return rabbit_queue_name(self.prefix, queue, group)
 
     # ------------------------------------------------------------------ lifecycle
     def ping(self) -> None:
@@ -199,7 +186,7 @@ class RabbitMQBackend(Backend):
 
     def _delete_queue(self, queue: str) -> None:
         base = self.rabbit_queue(queue)
-        names = [base, base + _OWNER_SUFFIX]
+        names = [base, base + OWNER_SUFFIX]
         names += [n for n in self._mgmt.queue_names(self._vhost, base + "/") if n not in names]
         with self._lock:
             self._known_queues.discard(queue)
@@ -219,8 +206,7 @@ class RabbitMQBackend(Backend):
                 if "/" not in n[plen:] and n != self.exchange]
 
     def _new_ids(self, n: int) -> list[str]:
-        prefix, counter = self._id_prefix, self._id_counter
-        return [f"{prefix}{next(counter):x}" for _ in range(n)]
+        return self._ids.take(n)
 
     def _publish_batch(
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int
@@ -232,7 +218,7 @@ class RabbitMQBackend(Backend):
         props = pika.BasicProperties
         self._send(queue, [
             (value, props(message_id=mid, delivery_mode=2,
-                          headers={**others, KEY_HEADER: key, STAMP_HEADER: stamp}))
+                          headers=message_headers(others, key, stamp)))
             for (key, value), mid in zip(batch, ids, strict=True)
         ])
         if len(self._checked_queues) < _MAX_REMEMBERED_QUEUES:
@@ -285,14 +271,13 @@ class RabbitMQBackend(Backend):
     # ------------------------------------------------------------------ consuming
     def _claim_owner(self, queue: str, group: str) -> bool:
         """Whether ``group`` is (now) the first group of ``queue``, decided by the broker."""
-        marker = self.rabbit_queue(queue) + _OWNER_SUFFIX
+        marker = owner_marker(self.prefix, queue)
 
         def claim(ch: Any) -> bool:
             if passive_exists(ch, self.rabbit_queue(queue)) is None:
                 raise InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
             try:
-                ch.queue_declare(marker, durable=True,
-                                 arguments={"x-dead-letter-exchange": "fastshard-owner:" + group})
+                ch.queue_declare(marker, durable=True, arguments=owner_arguments(group))
                 return True
             except ChannelClosedByBroker as exc:
                 if exc.reply_code == 406:  # declared by another group first
@@ -331,20 +316,7 @@ class RabbitMQBackend(Backend):
         st.generation = self._sub.generation
 
     def _to_message(self, queue: str, props: Any, body: bytes, mid: str, count: int) -> Message:
-        raw = dict(props.headers or {})
-        key = raw.pop(KEY_HEADER, b"")
-        legacy_epoch = raw.pop(EPOCH_HEADER, 0)  # written before the stamp
-        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-                   for k, v in raw.items()}
-        epoch = int(legacy_epoch) if isinstance(legacy_epoch, int) else 0
-        stamp = headers.get(STAMP_HEADER)
-        if stamp is not None:
-            stamped = unpack_stamp(stamp, headers)
-            if stamped is not None:  # else another producer's "fs" header: kept as it is
-                del headers[STAMP_HEADER]
-                epoch = stamped
-        kb = key if isinstance(key, bytes) else str(key).encode("utf-8")
-        return Message(queue, mid, kb, body, headers, epoch, count)
+        return decode_message(queue, props.headers, body, mid, count)
 
     def _take(self, ch: Any, st: _GroupState, queue: str, limit: int, wait: float) -> list[Message]:
         self._ensure_consuming(ch, st)
