@@ -148,6 +148,33 @@ def test_publish_validates_and_reports_corrupt_data(backend):
     backend.kv_set(store.key, b"{not json")
     with pytest.raises(BackendError, match="not a valid map"):
         store.load()
+    for bad in (b"{not json", b'{"format": 1}', b'{"epoch": -3}', b'{"epoch": "x"}', b"[1]"):
+        backend.kv_set(store.key, bad)
+        with pytest.raises(BackendError, match="not a valid map"):
+            store.epoch()  # the epoch-only read checks what it reads too
+    # a valid epoch over a broken body: comparing epochs does not need the body...
+    body = ShardMap(2, name="checked").to_dict()
+    body["slices"] = "broken"
+    backend.kv_set(store.key, json.dumps(body))
+    assert store.epoch() == 1 and store.refresh(ShardMap(2, name="checked")).epoch == 1
+    # ...but taking the newer map does, and says what is wrong
+    with pytest.raises(BackendError, match="not a valid map"):
+        store.newer_than(0)
+
+
+def test_comparing_epochs_does_not_build_the_map(backend, monkeypatch):
+    store = ShardMapStore(backend, "cheap")
+    m = ShardMap(4, name="cheap")
+    assert store.publish(m, 0)
+    m2 = m.copy()
+    m2.move(m2.shards[0], "n-other")
+    built = []
+    real = ShardMap.from_dict
+    monkeypatch.setattr(ShardMap, "from_dict", staticmethod(lambda d: built.append(1) or real(d)))
+    assert store.epoch() == 1 and store.refresh(m) is m and store.newer_than(1) is None
+    assert store.publish(m2, 1)  # the compare-and-set reads the stored epoch only
+    assert built == []
+    assert store.newer_than(1).epoch == 2 and built == [1]
 
 
 def test_store_needs_kv_and_a_valid_name():
