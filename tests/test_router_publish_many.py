@@ -282,3 +282,34 @@ def test_the_memory_hook_passes_the_plugin_check():
     from fastshard.testing.publish_many import check_publish_many_matches_one_by_one
 
     check_publish_many_matches_one_by_one(MemoryBackend())
+
+
+class GroupsMemory(MemoryBackend):
+    """A memory backend with the all-groups hook (built on its batch hook); may fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail = False
+
+    def publish_stamped_groups(self, groups, epoch, headers=None):  # noqa: ANN001, ANN201
+        self.calls += 1
+        if self.fail:
+            raise BackendUnavailableError("injected: every group refused")
+        return [self.publish_stamped_batch(q, k, v, epoch, first, h, headers) for q, k, v, first, h in groups]
+
+
+def test_the_all_groups_hook_is_called_once_and_a_failure_voids_every_number():
+    backend, plain = GroupsMemory(), MemoryBackend()
+    router, r_plain = _router(backend), _router(plain)
+    sent = router.publish_many(KEYS, VALUES, headers={"x": "1"})
+    assert backend.calls == 1
+    assert sent == r_plain.publish_many(KEYS, VALUES, headers={"x": "1"})
+    assert _consumed(backend, router) == _consumed(plain, r_plain)
+    backend.fail = True
+    with pytest.raises(BackendUnavailableError) as info:
+        router.publish_many(KEYS, VALUES)
+    assert "every sequence number was voided" in "\n".join(info.value.__notes__)
+    for q in {s.queue for s in sent}:
+        n = sum(s.queue == q for s in sent)
+        assert router.fences._settled[q].above == set(range(n + 1, 2 * n + 1))

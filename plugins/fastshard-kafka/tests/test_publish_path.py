@@ -167,3 +167,18 @@ def test_the_batch_hook_stamps_each_message_and_is_validated_like_publish_batch(
     with pytest.raises(MessageTooLargeError):
         backend.publish_stamped_batch("q", [b"a", b"b"], [b"1", b"x" * (backend.max_message_bytes + 1)], 1, 1, [5, 6])
     assert [m.value for m in _consume_all(backend, "q", 2)] == [b"1", b"2"]
+
+
+def test_all_groups_are_validated_before_any_is_produced_and_confirmed_together(backend):
+    backend.create_queue("q0")
+    backend.create_queue("q1")
+    with pytest.raises(InvalidValueError, match="does not exist"):
+        backend.publish_stamped_groups([("q0", [b"a"], [b"1"], 1, [5]), ("missing", [b"b"], [b"2"], 1, [6])], 3)
+    with pytest.raises(MessageTooLargeError):
+        backend.publish_stamped_groups([("q0", [b"a"], [b"1"], 1, [5]),
+                                        ("q1", [b"b"], [b"x" * (backend.max_message_bytes + 1)], 1, [6])], 3)
+    ids = backend.publish_stamped_groups([("q0", [b"a", b"c"], [b"1", b"3"], 4, [5, 7]),
+                                          ("q1", [b"b"], [b"2"], 9, [6])], 3, {"x": "y"})
+    assert ids == [["0", "1"], ["0"]]  # nothing of the refused calls reached q0
+    assert _wire(backend, "q0", 1) == [("x", b"y"), ("fs", b"3 5 7")]
+    assert _wire(backend, "q1", 0) == [("x", b"y"), ("fs", b"3 9 6")]

@@ -28,6 +28,7 @@ from fastshard.backends.base import (
 from fastshard.errors import InvalidValueError, check_int
 
 MAX_EPOCH = 2**63 - 1  # Backend.publish_batch's bound on epochs
+_ONLY_BYTES = {bytes}
 
 STAMP_HEADER = "fs"
 #: the router's per-queue sequence number of a message (a decimal str)
@@ -108,10 +109,8 @@ def checked_stamped_batch(
             f"keys, values and key_hashes must have the same length, got {n}, {len(values)} "
             f"and {len(key_hashes)}")
     max_value = backend.max_message_bytes
-    items: list[tuple[bytes, bytes]] = []
-    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        if type(k) is bytes and type(v) is bytes and len(k) <= MAX_KEY_BYTES and len(v) <= max_value:
-            items.append((k, v))
-        else:
-            items.append(backend._checked_item(i, (k, v), max_value))
+    if n and (set(map(type, keys)) == _ONLY_BYTES and set(map(type, values)) == _ONLY_BYTES
+              and max(map(len, keys)) <= MAX_KEY_BYTES and max(map(len, values)) <= max_value):
+        return list(zip(keys, values, strict=True)), hdrs, epoch  # the common case, checked in C loops
+    items = [backend._checked_item(i, item, max_value) for i, item in enumerate(zip(keys, values, strict=True))]
     return items, hdrs, epoch

@@ -9,13 +9,19 @@ of a batch); consumers see the same ``Message`` whichever way it travelled.
 :func:`publish_many` routes a whole batch under one epoch: the keys are hashed and looked up
 with the compiled many-key path, the router's gate is entered once, the messages are grouped
 by queue (call order kept inside each queue), each queue's sequence numbers are reserved in
-one step, and each queue's group goes to the backend in one call.
+one step, and each queue's group goes to the backend in one call (or all groups in one call,
+:class:`StampedGroupsPublisher`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER
 from fastshard.errors import InvalidTypeError, InvalidValueError
@@ -68,6 +74,23 @@ class StampedBatchPublisher(Protocol):
                               headers: Mapping[str, str] | None = None) -> list[str]: ...
 
 
+class StampedGroupsPublisher(Protocol):
+    """An optional widening of :class:`StampedBatchPublisher` for a backend that confirms
+    many queues with one wait (Kafka: produce everything, then one flush).
+
+    ``publish_stamped_groups(groups, epoch, headers)``, each group ``(queue, keys, values,
+    first_seq, key_hashes)``, must do what ``publish_stamped_batch`` would do for each group
+    in turn, except that it validates every group (and checks every queue exists) before
+    sending any message; returns the ids per group. When it raises, the router voids every
+    sequence number of the call, so the error must say which groups were published.
+    """
+
+    def publish_stamped_groups(
+        self, groups: Sequence[tuple[str, Sequence[bytes], Sequence[bytes | str], int, Sequence[int]]],
+        epoch: int, headers: Mapping[str, str] | None = None,
+    ) -> list[list[str]]: ...
+
+
 def _as_list(field: str, items: Any) -> list[Any]:
     if isinstance(items, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(items, Sequence):
         raise InvalidTypeError(f"{field} must be a sequence (list or tuple), got {type(items).__name__}")
@@ -78,7 +101,7 @@ def publish_many(router: Router, keys: Sequence[Any], values: Sequence[bytes | s
                  headers: Mapping[str, str] | None) -> list[RoutedMessage]:
     """:meth:`Router.publish_many` (see there)."""
     from fastshard.hashing import hash_many
-    from fastshard.sharding.router import RoutedMessage, key_bytes
+    from fastshard.sharding.router import key_bytes
 
     backend = router.backend
     if backend is None:
@@ -108,18 +131,10 @@ def publish_many(router: Router, keys: Sequence[Any], values: Sequence[bytes | s
         if shared:
             fences.before_publish(epoch)  # type: ignore[union-attr]
         names = shard_map.shards
-        # positions per shard index, in call order; groups in order of first appearance
-        groups: dict[int, list[int]] = {}
-        for i, s in enumerate(shard_map.shards_for_many(hashes).tolist()):
-            g = groups.get(s)
-            if g is None:
-                groups[s] = [i]
-            else:
-                g.append(i)
         # every number is reserved before anything is sent, so that a failure can void the
         # numbers of the groups not sent yet as well
         plan = []
-        for s, positions in groups.items():
+        for s, positions in _group_positions(shard_map.shards_for_many(hashes)):
             queue = router.queue_of(names[s])
             plan.append((names[s], queue, positions, fences.next_seqs(queue, len(positions))))
         extra = headers
@@ -127,10 +142,12 @@ def publish_many(router: Router, keys: Sequence[Any], values: Sequence[bytes | s
             extra = dict(headers) if headers else {}
             extra[PRODUCER_HEADER] = fences.producer_id  # type: ignore[union-attr]
         out: list[Any] = [None] * len(keys)
+        groups_hook = getattr(backend, "publish_stamped_groups", None)
+        if groups_hook is not None:
+            _publish_groups_at_once(groups_hook, fences, plan, kbs, values, hash_ints, epoch, extra, out)
+            return out
         for g_index, (shard, queue, positions, first) in enumerate(plan):
-            g_keys = [kbs[i] for i in positions]
-            g_values = [values[i] for i in positions]
-            g_hashes = [hash_ints[i] for i in positions]
+            g_keys, g_values, g_hashes = _pick(kbs, positions), _pick(values, positions), _pick(hash_ints, positions)
             sent = 0  # messages of this group known to be published
             try:
                 if batch_hook is not None:
@@ -145,14 +162,62 @@ def publish_many(router: Router, keys: Sequence[Any], values: Sequence[bytes | s
                 _void_unsent(fences, plan, g_index, sent)
                 exc.add_note(_sent_note(plan, g_index, sent))
                 raise
-            for j, i in enumerate(positions):
-                out[i] = RoutedMessage(shard, queue, ids[j], epoch, first + j)
+            _place(out, positions, shard, queue, ids, epoch, first)
     finally:
         with gate.lock:  # leave it
             gate.readers -= 1
             if gate.closed and not gate.readers:
                 gate.cv.notify_all()
     return out
+
+
+def _publish_groups_at_once(groups_hook: Any, fences: Any, plan: list[tuple[str, str, list[int], int]],
+                            kbs: list[bytes], values: list[Any], hash_ints: list[int], epoch: int,
+                            extra: Mapping[str, str] | None, out: list[Any]) -> None:
+    """Every group in one backend call (``publish_stamped_groups``: one confirmation wait for
+    the whole batch). If it raises, every number of the batch is voided: which groups made
+    it is known only to the backend, whose error says so."""
+
+    groups = [(queue, _pick(kbs, positions), _pick(values, positions), first, _pick(hash_ints, positions))
+              for _, queue, positions, first in plan]
+    try:
+        ids = groups_hook(groups, epoch, extra)
+    except BaseException as exc:
+        _void_unsent(fences, plan, 0, 0)
+        exc.add_note(f"publish_many: {len(plan)} group(s) were handed to the backend at once "
+                     f"({', '.join(q for _, q, _, _ in plan)}); every sequence number was voided")
+        raise
+    for (shard, queue, positions, first), group_ids in zip(plan, ids, strict=True):
+        _place(out, positions, shard, queue, group_ids, epoch, first)
+
+
+def _group_positions(shard_index: np.ndarray) -> list[tuple[int, list[int]]]:
+    """``(shard index, positions)`` per shard present: positions in call order, groups in
+    the order their first message appears (a stable sort keeps call order inside each)."""
+    order = np.argsort(shard_index, kind="stable")
+    ranked = shard_index[order]
+    cuts = np.flatnonzero(ranked[1:] != ranked[:-1]) + 1
+    groups = [(int(ranked[c]), part.tolist()) for c, part in zip(np.r_[0, cuts], np.split(order, cuts), strict=True)]
+    groups.sort(key=lambda g: g[1][0])
+    return groups
+
+
+def _pick(items: Sequence[Any], positions: list[int]) -> Sequence[Any]:
+    """``[items[i] for i in positions]``, gathered in C (itemgetter of one position returns
+    the item itself, not a 1-tuple)."""
+    return itemgetter(*positions)(items) if len(positions) > 1 else [items[positions[0]]]
+
+
+def _place(out: list[Any], positions: list[int], shard: str, queue: str, ids: Sequence[str], epoch: int,
+           first: int) -> None:
+    """Put one group's RoutedMessages at their input positions. Built with tuple.__new__: the
+    named tuple's own __new__ is a Python function, ~2.5x slower, and this runs per message."""
+    from fastshard.sharding.router import RoutedMessage
+
+    made = map(partial(tuple.__new__, RoutedMessage),
+               zip(repeat(shard), repeat(queue), ids, repeat(epoch), range(first, first + len(positions))))
+    for i, routed in zip(positions, made, strict=True):
+        out[i] = routed
 
 
 def _publish_one(backend: Any, queue: str, key: bytes, value: bytes | str, epoch: int, seq: int,

@@ -283,7 +283,8 @@ class Router:
         reshard waits for the whole batch). Messages are grouped by queue; inside a queue they
         keep call order and get consecutive sequence numbers; each queue's group goes to the
         backend in one call (its ``publish_stamped_batch`` when it has one, else message by
-        message), groups in the order their queue first appears in ``keys``.
+        message), groups in the order their queue first appears in ``keys`` (a backend with
+        ``publish_stamped_groups`` gets all groups in one call; a failure then voids them all).
 
         If a group fails, the groups before it stay published and the later ones are not
         sent; the failed group's numbers (with a backend without the hook, those from the

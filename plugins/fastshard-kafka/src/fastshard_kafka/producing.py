@@ -102,11 +102,46 @@ class Producing:
                                                    key_hashes, headers)
         self._target(queue)  # the queue must exist before anything is produced
         others = wire_headers(hdrs, epoch)[:-1]  # the caller's headers, without the epoch stamp
-        per_message = [[*others, (STAMP_HEADER, b"%d %d %d" % (epoch, first_seq + i, h))]
-                       for i, h in enumerate(key_hashes)]
+        e = b"%d" % epoch
+        if others:
+            per_message = [[*others, (STAMP_HEADER, b"%s %d %d" % (e, seq, h))]
+                           for seq, h in zip(range(first_seq, first_seq + len(items)), key_hashes, strict=True)]
+        else:  # the router's common case: the stamp alone
+            per_message = [[(STAMP_HEADER, b"%s %d %d" % (e, seq, h))]
+                           for seq, h in zip(range(first_seq, first_seq + len(items)), key_hashes, strict=True)]
+        staged = getattr(self._publishing, "staged", None)
+        if staged is not None:  # inside a staged pass: produced with the other groups
+            staged.append((queue, items, hdrs, epoch, per_message))
+            return [""] * len(items)
         delivery = self._produce(queue, items, hdrs, epoch, per_message)
         self._confirm([delivery])
         return delivery.ids()
+
+    def publish_stamped_groups(self, groups: Sequence[tuple[str, Sequence[bytes], Sequence[bytes | str], int,
+                                                            Sequence[int]]],
+                               epoch: int, headers: Mapping[str, str] | None = None) -> list[list[str]]:
+        """All of ``Router.publish_many`` at once (its optional ``publish_stamped_groups``
+        hook): every group ``(queue, keys, values, first_seq, key_hashes)`` validated as by
+        :meth:`publish_stamped_batch`, then all produced and confirmed with one wait, as
+        :meth:`publish_routed` does. Returns the ids per group."""
+        def stage() -> None:
+            for queue, keys, values, first_seq, key_hashes in groups:
+                self.publish_stamped_batch(queue, keys, values, epoch, first_seq, key_hashes, headers)
+
+        return [d.ids() for d in self._staged_pass(stage)]
+
+    def _staged_pass(self, stage: Any) -> list[Delivery]:
+        """Run ``stage`` with publishes staged (validated, nothing sent), then produce
+        everything staged and wait for every delivery report once."""
+        staged: list[tuple[Any, ...]] = []
+        self._publishing.staged = staged
+        try:
+            stage()
+        finally:
+            self._publishing.staged = None
+        deliveries = [self._produce(*args) for args in staged]
+        self._confirm(deliveries)
+        return deliveries
 
     def _send_one(self, queue: str, target: tuple[str, int], key: bytes, value: bytes,
                   hdrs: list[tuple[str, str | bytes | None]]) -> str:
@@ -154,16 +189,11 @@ class Producing:
         Everything is validated (and every queue checked to exist) before anything is sent.
         Per-queue order is kept; returns the message ids per queue.
         """
-        staged: list[tuple[str, list[tuple[bytes, bytes]], dict[str, str], int]] = []
-        self._publishing.staged = staged
-        try:
+        def stage() -> None:
             for q, items in batches.items():  # the base class validates; nothing is sent yet
                 self.publish_batch(q, items, headers=headers, epoch=epoch)
-        finally:
-            self._publishing.staged = None
-        deliveries = [self._produce(*args) for args in staged]
-        self._confirm(deliveries)
-        return {d.queue: d.ids() for d in deliveries}
+
+        return {d.queue: d.ids() for d in self._staged_pass(stage)}
 
     def _target(self, queue: str) -> tuple[str, int]:
         """``(topic, partition)`` of an existing queue, remembered after the first check so a
