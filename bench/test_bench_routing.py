@@ -62,6 +62,12 @@ REDIS_URL = os.environ.get("FASTSHARD_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("FASTSHARD_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+# throughput: one batch of N_BATCH keyed messages (Router.publish_many vs the client's batch path)
+N_BATCH = 2000
+BATCH_KEYS = [key_bytes(f"user-{i % 997}") for i in range(N_BATCH)]
+BATCH_VALUES = [VALUE] * N_BATCH
+
+
 def _map() -> ShardMap:
     return ShardMap(SHARDS, ["n0", "n1"], name=f"b{uuid.uuid4().hex[:6]}")
 
@@ -82,6 +88,26 @@ def _routed(router: Router) -> Callable[[], int]:
     return run
 
 
+def _routed_many(router: Router) -> Callable[[], int]:
+    publish_many = router.publish_many
+
+    def run() -> int:
+        return len(publish_many(BATCH_KEYS, BATCH_VALUES))
+
+    return run
+
+
+def _raw_placement(n_targets: int) -> Callable[[bytes], int]:
+    """The raw side's own routing: XXH3-64 of the key modulo the number of queues. It is
+    computed inside the timed region, per message, as fastshard routes inside it: without
+    it the raw side would skip work the comparison is about (it places keys differently
+    from the shard map's slices, which does not matter for the cost)."""
+    import xxhash
+
+    digest = xxhash.xxh3_64_intdigest
+    return lambda key: digest(key) % n_targets
+
+
 # Each backend has three cases: fastshard alone and raw alone (pytest-benchmark medians, one
 # after the other), and "paired", which alternates raw and fastshard rounds inside one
 # benchmark so that both see the same background load; its medians and ratio go into
@@ -99,7 +125,8 @@ def _paired_summary(pytestconfig: Any) -> Iterator[None]:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"routed publish, {N_MESSAGES} confirmed messages: paired rounds (medians)")
+    table = Table(title=f"routed publish: {N_MESSAGES} messages confirmed one by one, or (throughput) "
+                        f"{N_BATCH} in one batch; paired rounds (medians)")
     for col in ("backend", "raw ms", "fastshard ms", "fastshard / raw", "median of per-round ratios"):
         table.add_column(col, justify="right")
     for name, raw_s, fs_s, pair_ratio in PAIRED:
@@ -113,7 +140,8 @@ def _paired_summary(pytestconfig: Any) -> Iterator[None]:
     PAIRED.clear()
 
 
-def _paired(benchmark: Any, name: str, fastshard_run: Callable[[], int], raw_run: Callable[[], int]) -> None:
+def _paired(benchmark: Any, name: str, fastshard_run: Callable[[], int], raw_run: Callable[[], int],
+            n: int = N_MESSAGES) -> None:
     times: dict[str, list[float]] = {"raw": [], "fastshard": []}
     order = [("raw", raw_run), ("fastshard", fastshard_run)]
 
@@ -121,7 +149,7 @@ def _paired(benchmark: Any, name: str, fastshard_run: Callable[[], int], raw_run
         order.reverse()  # alternate who goes first, so neither always runs on a warm socket
         for side, run in order:
             t0 = time.perf_counter()
-            assert run() == N_MESSAGES
+            assert run() == n
             times[side].append(time.perf_counter() - t0)
 
     benchmark.pedantic(pair, rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=1)
@@ -191,6 +219,40 @@ def test_kafka_routed_paired(benchmark: Any, kafka: Any) -> None:
 def test_kafka_routed_paired_own_producer(benchmark: Any, kafka: Any) -> None:
     """The earlier peer: raw publishes through a second Producer (see the module docstring)."""
     _paired(benchmark, "kafka, raw on its own Producer", _routed(kafka[2]), _kafka_raw(kafka, own_producer=True))
+
+
+def _kafka_raw_batch(kafka: Any) -> Callable[[], int]:
+    """confluent-kafka's batch path: produce every message, then one flush; the reports
+    checked for errors, as publish_many raises on a failed delivery."""
+    _, backend, router = kafka
+    producer = backend.producer
+    targets = [backend.topic_partition(router.queue_of(s)) for s in router.shard_map.shards]
+    place = _raw_placement(len(targets))
+    failed: list[Any] = []
+    delivered = [0]
+
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+        else:
+            delivered[0] += 1
+
+    def run() -> int:
+        delivered[0] = 0
+        produce = producer.produce
+        for k, v in zip(BATCH_KEYS, BATCH_VALUES, strict=True):
+            topic, p = targets[place(k)]
+            produce(topic, value=v, key=k, partition=p, on_delivery=report)
+        producer.flush(30)
+        assert not failed and delivered[0] == N_BATCH, failed
+        return N_BATCH
+
+    return run
+
+
+@pytest.mark.benchmark(group="routed-throughput-kafka")
+def test_kafka_throughput_paired(benchmark: Any, kafka: Any) -> None:
+    _paired(benchmark, "kafka throughput", _routed_many(kafka[2]), _kafka_raw_batch(kafka), N_BATCH)
 
 
 # ---------------------------------------------------------------------------- RabbitMQ
@@ -303,6 +365,27 @@ def test_redis_routed_raw_xadd(benchmark: Any, redis_env: Any) -> None:
 @pytest.mark.benchmark(group="routed-publish-paired")
 def test_redis_routed_paired(benchmark: Any, redis_env: Any) -> None:
     _paired(benchmark, "redis", _routed(redis_env[4]), _redis_raw(redis_env))
+
+
+def _redis_raw_batch(redis_env: Any) -> Callable[[], int]:
+    """redis-py's batch path: one non-transactional pipeline of XADDs, sent and answered
+    in one round trip."""
+    backend, _, raw, _, router = redis_env
+    streams = [backend.keys.stream(router.queue_of(s)) for s in router.shard_map.shards]
+    place = _raw_placement(len(streams))
+
+    def run() -> int:
+        pipe = raw.pipeline(transaction=False)
+        for k, v in zip(BATCH_KEYS, BATCH_VALUES, strict=True):
+            pipe.xadd(streams[place(k)], {"k": k, "v": v})
+        return len(pipe.execute())
+
+    return run
+
+
+@pytest.mark.benchmark(group="routed-throughput-redis")
+def test_redis_throughput_paired(benchmark: Any, redis_env: Any) -> None:
+    _paired(benchmark, "redis throughput", _routed_many(redis_env[4]), _redis_raw_batch(redis_env), N_BATCH)
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
