@@ -109,3 +109,35 @@ def test_more_publishing_threads_than_connections_wait_and_lose_nothing(make_bac
     for _, k, v in rows:
         seen.setdefault(bytes(k), []).append(int(bytes(v).split(b":")[1]))
     assert seen == {f"key-{t}".encode(): list(range(30)) for t in range(6)}
+
+
+def test_publish_many_through_the_batch_hook_matches_publishing_one_by_one(backend: PostgresBackend) -> None:
+    from fastshard.testing.publish_many import check_publish_many_matches_one_by_one
+
+    check_publish_many_matches_one_by_one(backend)
+
+
+def test_the_batch_hook_is_one_transaction_with_a_stamp_per_row(backend: PostgresBackend) -> None:
+    backend.create_queue("q")
+    ids = backend.publish_stamped_batch("q", [b"a", b"b"], [b"1", "2"], 7, 5, [11, 12], {"x": "y"})
+    assert ids == ["1", "2"]
+    got = backend.consume("q", "g")
+    assert [(m.id, m.key, m.value, m.epoch, dict(m.headers)) for m in got] == [
+        ("1", b"a", b"1", 7, {"x": "y", "fs-seq": "5", "fs-hash": "11"}),
+        ("2", b"b", b"2", 7, {"x": "y", "fs-seq": "6", "fs-hash": "12"})]
+    with pytest.raises(InvalidValueError, match="does not exist"):
+        backend.publish_stamped_batch("missing", [b"a"], [b"1"], 1, 1, [5])
+
+
+def test_all_groups_go_in_one_transaction_or_not_at_all(backend: PostgresBackend) -> None:
+    backend.create_queue("q0")
+    backend.create_queue("q1")
+    with pytest.raises(InvalidValueError, match="'missing' does not exist"):
+        backend.publish_stamped_groups([("q0", [b"a"], [b"1"], 1, [5]), ("missing", [b"b"], [b"2"], 1, [6])], 3)
+    assert backend.backlog("q0", "g") == 0  # the first group was rolled back with the second
+    ids = backend.publish_stamped_groups([("q1", [b"b"], [b"2"], 9, [6]),
+                                          ("q0", [b"a", b"c"], [b"1", b"3"], 4, [5, 7])], 3, {"x": "y"})
+    assert ids == [["1"], ["1", "2"]]
+    [m1] = backend.consume("q1", "g")
+    assert (m1.epoch, dict(m1.headers)) == (3, {"x": "y", "fs-seq": "9", "fs-hash": "6"})
+    assert [dict(m.headers)["fs-seq"] for m in backend.consume("q0", "g")] == ["4", "5"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from fastshard.backends.base import Message
 from fastshard.backends.request_ids import REQUEST_IDS
+from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER, checked_stamped_batch
 from fastshard.errors import InvalidValueError
 from fastshard_postgres.listen import QueueWaker
 from fastshard_postgres.prepared import Statement
@@ -97,10 +98,85 @@ class QueueTables:
             raise self._no_queue(queue) from None
         return [str(first + i) for i in range(len(batch))]
 
+    def publish_stamped_batch(
+        self, queue: str, keys: Sequence[bytes], values: Sequence[bytes | str], epoch: int,
+        first_seq: int, key_hashes: Sequence[int], headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """One queue's part of ``Router.publish_many`` (its ``StampedBatchPublisher`` hook):
+        validated like ``publish_batch``, then one transaction (one COPY) for the whole group,
+        each row with its own ``fs-seq``/``fs-hash`` headers; all of it is published or none."""
+        items, hdrs, epoch = checked_stamped_batch(self, queue, keys, values, epoch, first_seq,  # type: ignore[arg-type]
+                                                   key_hashes, headers)
+        row_headers = [Jsonb({**hdrs, SEQ_HEADER: str(seq), HASH_HEADER: str(h)})
+                       for seq, h in zip(range(first_seq, first_seq + len(items)), key_hashes, strict=True)]
+        try:
+            first = int(self._tx_once(
+                f"publish to {queue!r}", lambda c: self._publish_rows(c, queue, items, row_headers, epoch)
+            ))
+        except _NoQueue:
+            raise self._no_queue(queue) from None
+        return [str(first + i) for i in range(len(items))]
+
+    def publish_stamped_groups(
+        self, groups: Sequence[tuple[str, Sequence[bytes], Sequence[bytes | str], int, Sequence[int]]],
+        epoch: int, headers: Mapping[str, str] | None = None,
+    ) -> list[list[str]]:
+        """All of ``Router.publish_many`` in one transaction (its optional
+        ``publish_stamped_groups`` hook): every group ``(queue, keys, values, first_seq,
+        key_hashes)`` validated as by :meth:`publish_stamped_batch`, then one COPY of every
+        row; all groups are published or none. Returns the ids per group."""
+        checked = []
+        for queue, keys, values, first_seq, key_hashes in groups:
+            items, hdrs, epoch = checked_stamped_batch(self, queue, keys, values, epoch, first_seq,  # type: ignore[arg-type]
+                                                       key_hashes, headers)
+            checked.append((queue, items, first_seq, key_hashes))
+        if not checked:
+            return []
+        # each row's headers as JSON text (the server casts it to jsonb): the caller's encoded
+        # once, the two numbers formatted per row, as in fastshard_redis.stamped
+        prefix = _headers_json(hdrs)[:-1] + "," if headers and hdrs else "{"
+
+        def write(c: Conn) -> str:
+            s = self._s
+            names = [g[0] for g in checked]
+            counts = [len(g[1]) for g in checked]
+            # queue rows locked in name order first, so two batches never wait for each other
+            # in a cycle; then every group's numbers taken in one statement
+            locked = {r[0] for r in c.execute(
+                f"SELECT name FROM {s}.queues WHERE name = ANY(%s) ORDER BY name FOR UPDATE", (names,))}
+            for queue in names:
+                if queue not in locked:
+                    raise _NoQueue(queue)
+            firsts: dict[str, int] = {
+                name: last - n + 1 for name, last, n in c.execute(
+                    f"UPDATE {s}.queues q SET next_seq = q.next_seq + g.n FROM unnest(%s::text[], %s::int8[]) "
+                    "AS g(name, n) WHERE q.name = g.name RETURNING q.name, q.next_seq, g.n", (names, counts))}
+            with c.cursor().copy(
+                f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
+            ) as copy:
+                copy.set_types(["text", "int8", "bytea", "bytea", "text", "int8"])
+                for queue, items, first_seq, key_hashes in checked:
+                    base = firsts[queue]
+                    for i, ((k, v), h) in enumerate(zip(items, key_hashes, strict=True)):
+                        copy.write_row((queue, base + i, k, v,
+                                        f'{prefix}"fs-seq":"{first_seq + i}","fs-hash":"{h}"}}', epoch))
+            c.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
+                      (queue_wakeup_channel(self.schema), names))
+            return ",".join(str(firsts[q]) for q, _, _, _ in checked)
+
+        try:
+            firsts = self._tx_once(f"publish to {len(checked)} queues", write).split(",")
+        except _NoQueue as exc:
+            raise self._no_queue(str(exc.args[0])) from None
+        return [[str(int(first) + i) for i in range(len(items))]
+                for first, (_, items, _, _) in zip(firsts, checked, strict=True)]
+
     def _publish_rows(
-        self, c: Conn, queue: str, batch: list[tuple[bytes, bytes]], hdr: Jsonb | None, epoch: int
+        self, c: Conn, queue: str, batch: list[tuple[bytes, bytes]], hdr: Jsonb | list[Jsonb] | None,
+        epoch: int,
     ) -> str:
-        """Inside a transaction: append ``batch``; returns the first seq (as a str)."""
+        """Inside a transaction: append ``batch``; returns the first seq (as a str). ``hdr`` is
+        the batch's headers, or a list of each row's (a routed batch)."""
         s = self._s
         n = len(batch)
         # Taking the queue row's lock serializes publishers of this queue until COMMIT,
@@ -116,8 +192,9 @@ class QueueTables:
             f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
         ) as copy:
             copy.set_types(["text", "int8", "bytea", "bytea", "jsonb", "int8"])
+            per_row = isinstance(hdr, list)
             for i, (k, v) in enumerate(batch):
-                copy.write_row((queue, first + i, k, v, hdr, epoch))
+                copy.write_row((queue, first + i, k, v, hdr[i] if per_row else hdr, epoch))  # type: ignore[index]
         c.execute("SELECT pg_notify(%s, %s)", (queue_wakeup_channel(self.schema), queue))
         return str(first)
 
