@@ -451,6 +451,28 @@ def test_postgres_routed_paired(benchmark: Any, pg_env: Any) -> None:
     _paired(benchmark, "postgres", _routed(pg_env[4]), _postgres_raw(pg_env))
 
 
+def _postgres_raw_batch(pg_env: Any) -> Callable[[], int]:
+    """psycopg's batch path: one transaction, one COPY of every row (the fastest way in)."""
+    _, _, raw, schema, router = pg_env
+    queues = [router.queue_of(s) for s in router.shard_map.shards]
+    place = _raw_placement(len(queues))
+    sql = f"COPY {schema}.raw_messages (queue, key, value, epoch) FROM STDIN"
+
+    def run() -> int:
+        with raw.transaction(), raw.cursor().copy(sql) as copy:
+            copy.set_types(["text", "bytea", "bytea", "int8"])
+            for k, v in zip(BATCH_KEYS, BATCH_VALUES, strict=True):
+                copy.write_row((queues[place(k)], k, v, 1))
+        return N_BATCH
+
+    return run
+
+
+@pytest.mark.benchmark(group="routed-throughput-postgres")
+def test_postgres_throughput_paired(benchmark: Any, pg_env: Any) -> None:
+    _paired(benchmark, "postgres throughput", _routed_many(pg_env[4]), _postgres_raw_batch(pg_env), N_BATCH)
+
+
 # ---------------------------------------------------------------------------- epoch change
 def _epoch_change_fastshard(benchmark: Any, writer: Any, reader: Any) -> None:
     """Writer client publishes epoch N+1; the reader client's watcher learns it and routes."""
