@@ -39,6 +39,7 @@ from fastshard.errors import (
     InvalidTypeError,
     InvalidValueError,
     MessageTooLargeError,
+    UnknownQueueError,
 )
 
 
@@ -233,8 +234,14 @@ class BackendConformance:
         assert q not in backend.list_queues()
         # publishing to a deleted shard must fail loudly (a router with a stale map must
         # not lose the message into a queue nobody reads)
-        with pytest.raises(InvalidValueError, match="does not exist"):
+        # UnknownQueueError (an InvalidValueError): routers rely on it to tell "this retired
+        # queue was drained and deleted" from any other bad input
+        with pytest.raises(UnknownQueueError, match="does not exist"):
             backend.publish(q, b"k", b"v")
+        with pytest.raises(UnknownQueueError, match="does not exist"):
+            backend.publish_batch(q, [(b"k", b"v")])
+        with pytest.raises(UnknownQueueError):
+            backend.consume(q, "g", timeout=0.1)
 
     def test_resharding_loses_nothing_and_keeps_per_key_order(self, backend: Backend) -> None:
         """Random split/isolate/merge/move plans while producers publish through the Router

@@ -46,6 +46,7 @@ from fastshard.errors import (
     BackendUnavailableError,
     InvalidTypeError,
     InvalidValueError,
+    UnknownQueueError,
     check_finite,
     check_int,
     check_seconds,
@@ -223,7 +224,7 @@ class KafkaBackend(Producing, Backend):
         if p >= n:
             n = self._partition_count(topic, refresh=True)
         if p >= n:
-            raise InvalidValueError(
+            raise UnknownQueueError(
                 f"queue {queue!r} does not exist (topic {topic!r} has {n} partitions); create_queue it first"
             )
         return topic, p

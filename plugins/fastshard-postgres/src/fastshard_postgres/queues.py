@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from fastshard.backends.base import Message
 from fastshard.backends.request_ids import REQUEST_IDS
 from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER, checked_stamped_batch
-from fastshard.errors import InvalidValueError
+from fastshard.errors import InvalidValueError, UnknownQueueError
 from fastshard_postgres.listen import QueueWaker
 from fastshard_postgres.prepared import Statement
 from fastshard_postgres.schema import queue_wakeup_channel
@@ -81,8 +81,8 @@ class QueueTables:
         rows = self._tx("list queues", lambda c: c.execute(f"SELECT name FROM {self._s}.queues").fetchall())
         return [r[0] for r in rows]
 
-    def _no_queue(self, queue: str) -> InvalidValueError:
-        return InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
+    def _no_queue(self, queue: str) -> UnknownQueueError:
+        return UnknownQueueError(f"queue {queue!r} does not exist; create_queue it first")
 
     def _publish_batch(
         self, queue: str, batch: list[tuple[bytes, bytes]], headers: dict[str, str], epoch: int

@@ -54,7 +54,7 @@ from fastshard.backends.stamp import (
     format_stamp,
     pack_stamp,
 )
-from fastshard.errors import InvalidValueError
+from fastshard.errors import UnknownQueueError
 from fastshard_rabbitmq.link import Link, passive_exists
 from fastshard_rabbitmq.management import ManagementAPI
 from fastshard_rabbitmq.wire import (
@@ -261,7 +261,7 @@ class RabbitMQBackend(Backend):
                 try:
                     publish(exchange, queue, value, properties=props, mandatory=True)
                 except UnroutableError:
-                    raise InvalidValueError(
+                    raise UnknownQueueError(
                         f"queue {queue!r} does not exist (nothing is bound to it); create_queue it first"
                     ) from None
                 sent += 1
@@ -275,7 +275,7 @@ class RabbitMQBackend(Backend):
 
         def claim(ch: Any) -> bool:
             if passive_exists(ch, self.rabbit_queue(queue)) is None:
-                raise InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
+                raise UnknownQueueError(f"queue {queue!r} does not exist; create_queue it first")
             try:
                 ch.queue_declare(marker, durable=True, arguments=owner_arguments(group))
                 return True
@@ -385,7 +385,7 @@ class RabbitMQBackend(Backend):
         def count(ch: Any) -> int:
             ok = passive_exists(ch, st.rabbit_queue)
             if ok is None:
-                raise InvalidValueError(f"queue {queue!r} does not exist")
+                raise UnknownQueueError(f"queue {queue!r} does not exist")
             ch.connection.process_data_events(time_limit=0)  # deliveries in flight land in buffer
             mine = len(st.buffer) + len(st.pending) if st.generation == self._sub.generation else 0
             return int(ok.message_count) + mine

@@ -48,6 +48,7 @@ from fastshard.errors import (
     BackendUnavailableError,
     InvalidTypeError,
     InvalidValueError,
+    UnknownQueueError,
     check_finite,
     check_int,
     check_seconds,
@@ -205,7 +206,7 @@ class RedisBackend(Backend):
             )
         except redis.exceptions.ResponseError as exc:
             if queue is not None and str(exc).startswith("NOQUEUE"):
-                raise InvalidValueError(
+                raise UnknownQueueError(
                     f"queue {queue!r} does not exist; create_queue it first"
                 ) from None
             raise BackendError(f"redis {what} failed: {exc}") from exc

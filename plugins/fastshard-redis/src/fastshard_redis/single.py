@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from fastshard.backends.request_ids import REQUEST_IDS
-from fastshard.errors import BackendError, BackendUnavailableError, InvalidValueError
+from fastshard.errors import BackendError, BackendUnavailableError, UnknownQueueError
 from fastshard_redis import scripts
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class SinglePublisher:
             raise
         self._give(link)
         if reply is None:
-            raise InvalidValueError(f"queue {queue!r} does not exist; create_queue it first")
+            raise UnknownQueueError(f"queue {queue!r} does not exist; create_queue it first")
         return reply.decode()
 
     # ------------------------------------------------------------------ retrying
@@ -262,7 +262,7 @@ class SinglePublisher:
                 continue
             except redis.exceptions.ResponseError as exc:
                 if str(exc).startswith("NOQUEUE"):
-                    raise InvalidValueError(
+                    raise UnknownQueueError(
                         f"queue {queue!r} does not exist; create_queue it first"
                     ) from None
                 raise BackendError(f"{what} failed: {exc}") from exc
