@@ -176,8 +176,18 @@ class RedisBackend(Backend):
         }
         if cluster:
             from redis.cluster import RedisCluster
+            from redis.exceptions import RedisClusterException
 
-            self._client: Any = RedisCluster.from_url(url, **options)
+            # RedisCluster connects here (it reads the slot map), so an unreachable cluster
+            # surfaces now: retried and reported like any other call
+            self._client: Any = call_with_retry(
+                lambda: RedisCluster.from_url(url, **options),
+                what=f"redis cluster connect to {url}",
+                retry_on=(*TRANSIENT_ERRORS, RedisClusterException),
+                attempts=self.retry_attempts,
+                base_delay=self.retry_base_delay,
+                max_delay=self.retry_max_delay,
+            )
         else:
             self._client = redis.Redis.from_url(url, **options)
         self._scripts = {
