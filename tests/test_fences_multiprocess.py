@@ -21,14 +21,17 @@ def _require_plugin(name: str) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("seed", "late_consumers"), [(3, False), (4, True)], ids=["together", "late-consumers"])
-def test_processes_keep_order_on_redis(tmp_path, seed, late_consumers):
+@pytest.mark.parametrize(("port", "seed", "late_consumers"), [(6379, 3, False), (6379, 4, True), (7001, 5, True)],
+                         ids=["together", "late-consumers", "cluster-late-consumers"])
+def test_processes_keep_order_on_redis(tmp_path, port, seed, late_consumers):
     """``late-consumers``: consumer processes start only after the last resharding round, so
-    they must find retired queues and open fences of epochs they never routed under."""
-    require_server("redis", "127.0.0.1", 6379)
+    they must find retired queues and open fences of epochs they never routed under.
+    ``cluster``: the same on the three-primary Redis Cluster of ``.ci/redis-cluster.sh``."""
+    cluster = port != 6379
+    require_server("Redis Cluster (.ci/redis-cluster.sh)" if cluster else "redis", "127.0.0.1", port)
     _require_plugin("redis")
     ns = f"mp-{uuid.uuid4().hex[:8]}"
-    opts = {"url": "redis://127.0.0.1:6379/0", "namespace": ns}
+    opts = {"url": f"redis://127.0.0.1:{port}/0", "namespace": ns, **({"cluster": True} if cluster else {})}
     try:
         r = check_multiprocess_resharding("redis", opts, tmp_path, seed=seed, late_consumers=late_consumers)
     finally:
