@@ -55,3 +55,10 @@ def unreachable_backend() -> Callable[[], PostgresBackend]:
         retry_attempts=2,
         retry_base_delay=0.01,
     )
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The server's DSN, for tests that talk to PostgreSQL directly (skips without a server)."""
+    _require_postgres()
+    return PG_DSN

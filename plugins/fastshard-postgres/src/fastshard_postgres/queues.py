@@ -15,12 +15,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from fastshard.backends.base import Message
 from fastshard.backends.request_ids import REQUEST_IDS
-from fastshard.backends.stamp import HASH_HEADER, SEQ_HEADER, checked_stamped_batch
+from fastshard.backends.stamp import checked_stamped_batch
 from fastshard.errors import InvalidValueError, UnknownQueueError
+from fastshard_postgres.copy_rows import (
+    COLUMNS,
+    COPY_OPTIONS,
+    copy_buffer,
+    message_rows,
+    stamped_headers_json,
+)
 from fastshard_postgres.listen import QueueWaker
 from fastshard_postgres.prepared import Statement
 from fastshard_postgres.schema import queue_wakeup_channel
@@ -30,6 +36,12 @@ Conn = psycopg.Connection
 #: headers as compact JSON text, cast to jsonb by the server (a prebuilt encoder: json.dumps
 #: with options builds one per call)
 _headers_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _stamped_prefix(checked: Mapping[str, str], given: Mapping[str, str] | None) -> bytes:
+    """The start of each routed row's headers JSON: the caller's headers encoded once, left
+    open for the row's ``fs-seq``/``fs-hash`` (formatted per row, as in fastshard_redis.stamped)."""
+    return (_headers_json(checked)[:-1] + ",").encode() if given and checked else b"{"
 _TEXT, _BYTEA, _INT8 = 25, 17, 20
 #: the key and value go in binary (no escaping), everything else as text
 _PUBLISH_ONE_FORMATS = (0, 0, 1, 1, 0, 0, 0)
@@ -89,7 +101,7 @@ class QueueTables:
     ) -> list[str]:
         if len(batch) == 1:
             return [self._publish_one(queue, batch[0], headers, epoch)]
-        hdr = Jsonb(headers) if headers else None
+        hdr = _headers_json(headers).encode() if headers else None
         try:
             first = int(self._tx_once(
                 f"publish to {queue!r}", lambda c: self._publish_rows(c, queue, batch, hdr, epoch)
@@ -107,8 +119,7 @@ class QueueTables:
         each row with its own ``fs-seq``/``fs-hash`` headers; all of it is published or none."""
         items, hdrs, epoch = checked_stamped_batch(self, queue, keys, values, epoch, first_seq,  # type: ignore[arg-type]
                                                    key_hashes, headers)
-        row_headers = [Jsonb({**hdrs, SEQ_HEADER: str(seq), HASH_HEADER: str(h)})
-                       for seq, h in zip(range(first_seq, first_seq + len(items)), key_hashes, strict=True)]
+        row_headers = stamped_headers_json(_stamped_prefix(hdrs, headers), first_seq, key_hashes)
         try:
             first = int(self._tx_once(
                 f"publish to {queue!r}", lambda c: self._publish_rows(c, queue, items, row_headers, epoch)
@@ -132,9 +143,7 @@ class QueueTables:
             checked.append((queue, items, first_seq, key_hashes))
         if not checked:
             return []
-        # each row's headers as JSON text (the server casts it to jsonb): the caller's encoded
-        # once, the two numbers formatted per row, as in fastshard_redis.stamped
-        prefix = _headers_json(hdrs)[:-1] + "," if headers and hdrs else "{"
+        prefix = _stamped_prefix(hdrs, headers)
 
         def write(c: Conn) -> str:
             s = self._s
@@ -151,15 +160,12 @@ class QueueTables:
                 name: last - n + 1 for name, last, n in c.execute(
                     f"UPDATE {s}.queues q SET next_seq = q.next_seq + g.n FROM unnest(%s::text[], %s::int8[]) "
                     "AS g(name, n) WHERE q.name = g.name RETURNING q.name, q.next_seq, g.n", (names, counts))}
-            with c.cursor().copy(
-                f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
-            ) as copy:
-                copy.set_types(["text", "int8", "bytea", "bytea", "text", "int8"])
-                for queue, items, first_seq, key_hashes in checked:
-                    base = firsts[queue]
-                    for i, ((k, v), h) in enumerate(zip(items, key_hashes, strict=True)):
-                        copy.write_row((queue, base + i, k, v,
-                                        f'{prefix}"fs-seq":"{first_seq + i}","fs-hash":"{h}"}}', epoch))
+            rows: list[bytes] = []
+            for queue, items, first_seq, key_hashes in checked:
+                message_rows(queue, firsts[queue], items, stamped_headers_json(prefix, first_seq, key_hashes),
+                             epoch, rows)
+            with c.cursor().copy(f"COPY {s}.messages {COLUMNS} FROM STDIN {COPY_OPTIONS}") as copy:
+                copy.write(copy_buffer(rows))
             c.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
                       (queue_wakeup_channel(self.schema), names))
             return ",".join(str(firsts[q]) for q, _, _, _ in checked)
@@ -172,11 +178,11 @@ class QueueTables:
                 for first, (_, items, _, _) in zip(firsts, checked, strict=True)]
 
     def _publish_rows(
-        self, c: Conn, queue: str, batch: list[tuple[bytes, bytes]], hdr: Jsonb | list[Jsonb] | None,
+        self, c: Conn, queue: str, batch: list[tuple[bytes, bytes]], hdr: bytes | list[bytes] | None,
         epoch: int,
     ) -> str:
         """Inside a transaction: append ``batch``; returns the first seq (as a str). ``hdr`` is
-        the batch's headers, or a list of each row's (a routed batch)."""
+        the batch's headers as JSON text, or a list of each row's (a routed batch)."""
         s = self._s
         n = len(batch)
         # Taking the queue row's lock serializes publishers of this queue until COMMIT,
@@ -188,13 +194,10 @@ class QueueTables:
         if row is None:
             raise _NoQueue
         first = row[0] - n + 1
-        with c.cursor().copy(
-            f"COPY {s}.messages (queue, seq, key, value, headers, epoch) FROM STDIN"
-        ) as copy:
-            copy.set_types(["text", "int8", "bytea", "bytea", "jsonb", "int8"])
-            per_row = isinstance(hdr, list)
-            for i, (k, v) in enumerate(batch):
-                copy.write_row((queue, first + i, k, v, hdr[i] if per_row else hdr, epoch))  # type: ignore[index]
+        rows: list[bytes] = []
+        message_rows(queue, first, batch, hdr, epoch, rows)
+        with c.cursor().copy(f"COPY {s}.messages {COLUMNS} FROM STDIN {COPY_OPTIONS}") as copy:
+            copy.write(copy_buffer(rows))
         c.execute("SELECT pg_notify(%s, %s)", (queue_wakeup_channel(self.schema), queue))
         return str(first)
 
@@ -254,7 +257,7 @@ class QueueTables:
                 return res.get_value(0, 0).decode()  # type: ignore[union-attr]
 
         def publish(c: Conn) -> str:
-            return self._publish_rows(c, queue, [item], Jsonb(headers) if headers else None, epoch)
+            return self._publish_rows(c, queue, [item], _headers_json(headers).encode() if headers else None, epoch)
 
         # Before the tables exist (the first call creates them), or after a failed first
         # attempt: the batch path's transaction, which claims the request id first.
