@@ -10,7 +10,7 @@ import uuid
 import pika
 import pytest
 
-from fastshard.errors import InvalidValueError, MessageTooLargeError
+from fastshard.errors import InvalidValueError, MessageTooLargeError, UnknownQueueError
 from fastshard.sharding import Router
 from fastshard.sharding.fence import HASH_HEADER, SEQ_HEADER
 from fastshard.sharding.router import hash_key
@@ -152,3 +152,55 @@ def test_a_connection_closed_under_the_publish_fast_path_is_reopened_and_nothing
         router.publish("k", b"%d" % i)
     assert backend._pub.generation > generation  # the fast path's failure led to a reconnect
     assert [m.value for m in _consume(backend, router.queue_of("s0"), 6)] == [b"%d" % i for i in range(6)]
+
+
+# ---------------------------------------------------------------- batches in one transaction
+def test_publish_many_through_the_batch_hook_matches_publishing_one_by_one(backend):
+    from fastshard.testing.publish_many import check_publish_many_matches_one_by_one
+
+    check_publish_many_matches_one_by_one(backend, n=200)
+
+
+def test_a_batch_is_one_transaction_and_a_missing_queue_stores_none_of_it(backend):
+    backend.create_queue("q")
+    ids = backend.publish_batch("q", [(b"k%d" % i, b"%d" % i) for i in range(50)])
+    assert len(set(ids)) == 50
+    assert [m.value for m in _consume(backend, "q", 50)] == [b"%d" % i for i in range(50)]
+    backend.create_queue("gone")
+    backend.delete_queue("gone")
+    with pytest.raises(UnknownQueueError, match="'gone' does not exist"):
+        backend.publish_batch("gone", [(b"k", b"v")] * 10)
+    # the transaction channel still works after the refusal, and nothing leaked into "q"
+    backend.publish_batch("q", [(b"k", b"after"), (b"k", b"after2")])
+    assert [m.value for m in _consume(backend, "q", 2)] == [b"after", b"after2"]
+
+
+def test_a_connection_closed_mid_batch_resends_the_whole_transaction_once(backend):
+    name = f"fastshard-tx-{uuid.uuid4().hex[:8]}"
+    backend._batch._params.client_properties = {"connection_name": name}
+    backend.create_queue("q")
+    backend.publish_batch("q", [(b"k", b"warm"), (b"k", b"warm2")])  # opens the batch link
+    generation = backend._batch.generation
+    sent = []
+    real_publish = None
+
+    def publish_then_cut(ch, *args, **kwargs):
+        sent.append(1)
+        if len(sent) == 20:  # the broker drops us half-way through the transaction
+            _close_connection_from_the_broker(name)
+            time.sleep(0.3)
+        return real_publish(ch, *args, **kwargs)
+
+    import pika.adapters.blocking_connection as bc
+    real_publish = bc.BlockingChannel.basic_publish
+    bc.BlockingChannel.basic_publish = publish_then_cut
+    try:
+        ids = backend.publish_batch("q", [(b"k", b"%d" % i) for i in range(40)])
+    finally:
+        bc.BlockingChannel.basic_publish = real_publish
+    assert backend._batch.generation > generation  # reconnected and re-sent
+    got = _consume(backend, "q", 42)
+    values = [m.value for m in got]
+    # the cut transaction was discarded: each message exactly once, in order
+    assert values == [b"warm", b"warm2"] + [b"%d" % i for i in range(40)]
+    assert [m.id for m in got][2:] == ids

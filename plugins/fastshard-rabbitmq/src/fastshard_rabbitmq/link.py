@@ -37,9 +37,13 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 class Link:
     def __init__(self, params: pika.ConnectionParameters, *, confirm: bool, prefetch: int,
-                 attempts: int, what: str) -> None:
+                 attempts: int, what: str, transactional: bool = False) -> None:
         self._params = params
         self._confirm = confirm
+        # a transactional channel (tx.select): publishes take effect at tx.commit, all or
+        # none; mandatory messages the broker could not route are collected in `returned`
+        self._transactional = transactional
+        self.returned: list[bytes] = []
         self._prefetch = prefetch
         self._attempts = attempts
         self._what = what
@@ -61,6 +65,9 @@ class Link:
             ch = self.conn.channel()
             if self._confirm:
                 ch.confirm_delivery()
+            if self._transactional:
+                ch.tx_select()
+                ch.add_on_return_callback(lambda _ch, _method, _props, body: self.returned.append(body))
             if self._prefetch:
                 ch.basic_qos(prefetch_count=self._prefetch)
             self.channel = ch
