@@ -6,7 +6,6 @@ primary: both only show on a cluster."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
@@ -16,6 +15,7 @@ import redis
 from fastshard.testing.conformance import BackendConformance
 from fastshard.testing.servers import require_server
 from fastshard_redis import RedisBackend
+from fastshard_redis.testing import backends_in_fresh_namespace, unreachable
 
 CLUSTER_URL = os.environ.get("FASTSHARD_REDIS_CLUSTER_URL", "redis://127.0.0.1:7001/0")
 
@@ -28,21 +28,7 @@ def _require_cluster() -> None:
 @pytest.fixture
 def make_backend() -> Iterator[Callable[..., RedisBackend]]:
     _require_cluster()
-    namespace = f"fs-cl-{uuid.uuid4().hex[:12]}"
-    made: list[RedisBackend] = []
-
-    def make(**options: object) -> RedisBackend:
-        options.setdefault("visibility_timeout", 0.5)
-        b = RedisBackend(url=CLUSTER_URL, namespace=namespace, cluster=True, **options)  # type: ignore[arg-type]
-        made.append(b)
-        return b
-
-    yield make
-    cleaner = RedisBackend(url=CLUSTER_URL, namespace=namespace, cluster=True)
-    cleaner.drop_namespace()
-    cleaner.close()
-    for b in made:
-        b.close()
+    yield from backends_in_fresh_namespace(CLUSTER_URL, cluster=True)
 
 
 @pytest.fixture
@@ -52,8 +38,7 @@ def backend(make_backend: Callable[..., RedisBackend]) -> RedisBackend:
 
 @pytest.fixture
 def unreachable_backend() -> Callable[[], RedisBackend]:
-    return lambda: RedisBackend(url="redis://127.0.0.1:1/0", namespace="unreachable", cluster=True,
-                                connect_timeout=0.2, socket_timeout=0.5, retry_attempts=2, retry_base_delay=0.01)
+    return unreachable(cluster=True)
 
 
 @pytest.mark.integration
