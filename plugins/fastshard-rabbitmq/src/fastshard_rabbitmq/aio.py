@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -70,6 +70,11 @@ T = TypeVar("T")
 #: errors after which the call is repeated once aio-pika has reconnected (TimeoutError and
 #: aiormq's connection errors are OSErrors; a channel being reopened is a RuntimeError)
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, ChannelInvalidStateError)
+
+#: seconds aio-pika's robust connection waits after each (re)connect before it acts on a
+#: dropped connection; must stay well below what ``retries`` attempts wait in all (~0.4 s
+#: at the least for the default 5), or a drop soon after a reconnect outlasts the retries
+RECONNECT_INTERVAL = 0.1
 
 
 @dataclass(slots=True)
@@ -154,10 +159,15 @@ class AsyncRabbitMQBackend:
             if self._conn is not None and not self._conn.is_closed:
                 return
             cfg = self._cfg
+            # aio-pika sleeps reconnect_interval (default 5 s) after every (re)connect before it
+            # reacts to a drop, longer than our retries wait: reconnect at their pace instead
+            # (an explicit ?reconnect_interval= in the URL wins)
+            reconnect = {} if "reconnect_interval" in parse_qs(urlparse(cfg.url).query) else {
+                "reconnect_interval": RECONNECT_INTERVAL}
 
             async def open_once() -> tuple[Any, Any, Any, Any]:
-                conn = await asyncio.wait_for(aio_pika.connect_robust(cfg.url, timeout=cfg.timeout),
-                                              cfg.timeout)
+                conn = await asyncio.wait_for(
+                    aio_pika.connect_robust(cfg.url, timeout=cfg.timeout, **reconnect), cfg.timeout)
                 try:
                     pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
                     sub = await conn.channel(publisher_confirms=False)
