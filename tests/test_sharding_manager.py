@@ -242,6 +242,82 @@ def test_an_isolated_key_that_cooled_rejoins_a_shard():
     assert hot not in m.shards and m.shard_for("celebrity") == a.to_shard
 
 
+def _isolate_celebrity(cfg: PlannerConfig) -> tuple[ShardMap, ShardManager, int, str]:
+    """Four shards at 70 of 100; "celebrity" predicted at 60 gets a shard of its own."""
+    m = ShardMap(4, ["a", "b"])
+    mgr = ShardManager(m, capacity=100.0, config=cfg)
+    h = hash_key("celebrity")
+    mgr.apply(mgr.adjust_sharding(LoadForecast(m.epoch, np.full(4, 70.0), hot_hashes=[h],
+                                               hot_upper=np.array([60.0]))))
+    host = m.shard_for("celebrity")
+    assert [(s.start, s.end) for s in m.slices_of(host)] == [(h, h + 1)]
+    return m, mgr, h, host
+
+
+def _celebrity_load(m: ShardMap, h: int, key: float, rest: float = 280.0) -> np.ndarray:
+    """Per slice: ``key`` on the celebrity's one-hash slice, ``rest`` spread over the rest."""
+    return np.array([key if (s.start, s.end) == (h, h + 1) else rest * (s.end - s.start) / HASH_SPACE
+                     for s in m.slices])
+
+
+def test_a_host_of_a_hot_key_takes_ranges_up_to_the_level_and_keeps_the_key_alone_in_its_slice():
+    m, mgr, h, host = _isolate_celebrity(PlannerConfig(node_imbalance=None))
+    # the key is still hot (40 >= rejoin 0.35) but far below the others (70): the host takes
+    # ranges toward the level all five would share, (280 + 40) / 5 = 64
+    plan = mgr.adjust_sharding(_celebrity_load(m, h, 40.0))
+    taken = [a for a in plan.actions if isinstance(a, Reassign) and a.to_shard == host]
+    assert taken and all(a.kind == "resize" for a in taken)
+    # nothing that adjoins the key's slice (the map would merge the two)
+    assert all(a.end != h and a.start != h + 1 for a in taken)
+    mgr.apply(plan)
+    per_slice = _celebrity_load(m, h, 40.0)
+    loads = shard_loads(m, per_slice)
+    assert 40.0 + 10.0 < loads[host] <= 64.0 * 1.1
+    assert (h, h + 1) in [(s.start, s.end) for s in m.slices_of(host)]  # still its own slice
+    assert m.shard_for("celebrity") == host
+
+
+def test_a_host_takes_nothing_that_puts_its_upper_bound_over_target_fill():
+    m, mgr, h, host = _isolate_celebrity(PlannerConfig(node_imbalance=None))
+    point = _celebrity_load(m, h, 40.0)
+    upper = point * 1.1
+    upper[[i for i, s in enumerate(m.slices) if s.shard == host]] = 79.0  # a wide bound
+    plan = mgr.adjust_sharding(LoadForecast(m.epoch, upper, point=point))
+    assert not [a for a in plan.actions if isinstance(a, Reassign) and a.to_shard == host]
+
+
+def test_a_host_takes_nothing_while_the_load_is_rising():
+    m, mgr, h, host = _isolate_celebrity(PlannerConfig(node_imbalance=None))
+    expected = _celebrity_load(m, h, 40.0)
+    # the peak over the horizon 20% above the next interval: a ramp the key rises with
+    plan = mgr.adjust_sharding(LoadForecast(m.epoch, expected * 1.2, point=expected * 1.2, expected=expected))
+    assert not [a for a in plan.actions if isinstance(a, Reassign) and a.to_shard == host]
+
+
+def test_a_host_over_target_fill_gives_its_ranges_back_but_never_its_key():
+    m, mgr, h, host = _isolate_celebrity(PlannerConfig(node_imbalance=None))
+    mgr.apply(mgr.adjust_sharding(_celebrity_load(m, h, 40.0)))
+    assert len(m.slices_of(host)) > 1
+    # the key grows to 75: with its ranges the host would be over target_fill (80)
+    plan = mgr.adjust_sharding(_celebrity_load(m, h, 75.0))
+    back = [a for a in plan.actions if isinstance(a, Reassign) and a.from_shard == host]
+    assert back and all((a.start, a.end) != (h, h + 1) for a in back)
+    mgr.apply(plan)
+    assert m.shard_for("celebrity") == host
+    assert shard_loads(m, _celebrity_load(m, h, 75.0))[host] <= 80.0
+
+
+def test_a_cooled_key_leaves_its_host_a_plain_shard_that_keeps_the_key():
+    m, mgr, h, host = _isolate_celebrity(PlannerConfig(node_imbalance=None))
+    mgr.apply(mgr.adjust_sharding(_celebrity_load(m, h, 40.0)))
+    assert len(m.slices_of(host)) > 1
+    # cooled under hot_key_rejoin (35): not a host any more, nothing moves the key out
+    plan = mgr.adjust_sharding(_celebrity_load(m, h, 20.0))
+    assert not [a for a in plan.actions if isinstance(a, Reassign) and (a.start, a.end) == (h, h + 1)]
+    mgr.apply(plan)
+    assert host in m.shards and m.shard_for("celebrity") == host
+
+
 def test_movement_budget_caps_keys_moved_per_round():
     m = ShardMap(8)
     mgr = ShardManager(m, capacity=100.0, config=PlannerConfig(max_move_fraction=0.05))

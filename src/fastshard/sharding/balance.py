@@ -174,36 +174,6 @@ RETIRE_BUDGET_SHARE = 2.0 / 3.0
 MAX_REBALANCE_MISSES = 64
 
 
-def rejoin_cooled_keys(r: Round) -> None:
-    """A single-key shard whose key's point forecast fell below ``hot_key_rejoin`` x capacity
-    (isolation looks at the upper bound and a higher threshold: hysteresis) hands its key to
-    the coldest shard with room and disappears."""
-    cfg = r.cfg
-    cand = r.alive & r.single & ~r.failed & ~r.created & ~r.cooling
-    cand &= np.maximum(r.shard_point, r.shard_expected) < cfg.hot_key_rejoin * r.capacity
-    for x in np.flatnonzero(cand):
-        x = int(x)
-        if r.n_shards <= cfg.min_shards:
-            r.skip("min_shards reached")
-            return
-        # the coldest shard that stays under its high-water mark (point) and capacity (upper)
-        # with the key; rebalancing then spreads the extra load
-        fits = (r.shard_point + r.shard_point[x] <= cfg.high_water * r.capacity) & (
-            r.shard_upper + r.shard_upper[x] <= r.capacity)
-        recv = r.receivers() & fits
-        if not recv.any():
-            r.skip("no shard has room")
-            continue
-        t = int(np.flatnonzero(recv)[np.argmin((r.shard_expected / np.maximum(r.capacity, 1e-12))[recv])])
-        wins = [_prefix(r, int(i), float("inf"), r.budget_left()) for i in r.slices_of(x)]
-        if any(w is None or (w.lo, w.hi) != (r.view.starts[w.slice], r.view.ends[w.slice]) for w in wins):
-            continue
-        for w in wins:
-            r.move(x, t, w, "merge", f"isolated key cooled to {r.shard_upper[x] / r.capacity[x]:.0%} of capacity")
-            r.used_slice[w.slice] = True
-        r.alive[x] = False
-
-
 def retire_surplus(r: Round, scale_cooldown: bool) -> None:
     """Scale down: while the other shards could carry the load, empty shards into them,
     cheapest (fewest keys) first - a shard a previous round began to empty included - as

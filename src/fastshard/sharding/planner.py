@@ -11,7 +11,9 @@ one round):
    the movement budget: its messages have nowhere else to go);
 2. **isolate** - a single key predicted above ``hot_key_fraction`` of its shard's capacity
    gets the one-hash range ``[h, h + 1)`` as a shard of its own; an isolated key whose point
-   forecast fell under ``hot_key_rejoin`` rejoins the coldest shard that has room;
+   forecast fell under ``hot_key_rejoin`` rejoins the coldest shard that has room; a host
+   of a key that is still hot gives its other ranges back when it is over its high-water
+   mark or ``target_fill`` (:mod:`fastshard.sharding.hosts`);
 3. **relieve** - a shard whose point forecast exceeds ``high_water`` x capacity, or whose
    upper bound exceeds capacity while the point forecast is above ``guard_point`` x
    capacity, sheds the least needed plus ``shed_margin`` to the coldest shard that can take
@@ -20,10 +22,12 @@ one round):
 4. **retire** - when the other shards could carry the predicted upper bound at
    ``retire_below`` x capacity on average, the shard with the fewest keys is emptied into the
    coldest (over several rounds when the budget requires) and disappears;
-5. **rebalance** - the hottest shard above ``(1 + imbalance_tolerance)`` x the mean of the
-   expected load gives the coldest the keys that best close the gap, repeatedly;
-6. **merge** - adjacent shards whose combined upper bound stays below ``low_water`` merge,
-   and isolated single-key shards whose key cooled rejoin a neighbour;
+5. **merge** - adjacent shards whose combined upper bound stays below ``low_water`` merge;
+6. **rebalance** - a host of an isolated key below the level all shards would share takes
+   ranges from the hottest shards up to it (within its high-water mark and
+   ``target_fill``, not while the load is rising); then the hottest shard above
+   ``(1 + imbalance_tolerance)`` x the mean of the expected load gives the coldest the keys
+   that best close the gap, repeatedly;
 7. **move** - when one node carries more than ``(1 + node_imbalance)`` x the mean node load,
    one shard moves to the least loaded node.
 
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastshard.errors import InvalidValueError, check_finite, check_int
-from fastshard.sharding import balance, rules
+from fastshard.sharding import balance, hosts, rules
 from fastshard.sharding.cuts import KeyIndex
 from fastshard.sharding.plan import HASH_SPACE, Action
 
@@ -224,11 +228,14 @@ def plan_round(
     if len(hot_hashes):
         hu = np.zeros(len(hot_hashes)) if hot_upper is None else np.asarray(hot_upper, dtype=np.float64)
         rules.isolate_hot_keys(r, hot_hashes, hu)
-    balance.rejoin_cooled_keys(r)
+    hosts.rejoin_cooled_keys(r)
+    hosts.protect_host_keys(r)
+    hosts.relieve_key_hosts(r)
     balance.relieve_overload(r)
     balance.retire_surplus(r, scale_cooldown)
     rules.merge_cold(r)
     if config.imbalance_tolerance is not None:
+        hosts.level_key_hosts(r)
         balance.rebalance(r)
     if config.node_imbalance is not None:
         rules.move_between_nodes(r)

@@ -89,8 +89,18 @@ class Round:
         self.created = np.zeros(total, dtype=bool)
         self.retiring = np.zeros(total, dtype=bool)
         self.touched = np.zeros(total, dtype=bool)  # gave or took a range this round
+        # a slice of one hash value: an isolated key (it cannot be cut)
+        self.one_key_slice = (np.asarray(view.ends, dtype=np.float64)
+                              - np.asarray(view.starts, dtype=np.float64)) <= 1.5
+        # a shard that hosts an isolated key: it owns nothing else, or its key is still hot
+        # (not yet due to rejoin) and it carries other ranges only to reach the mean load
+        # (:mod:`fastshard.sharding.hosts`); other rules neither cut it nor hand it load
         self.single = np.zeros(total, dtype=bool)
-        self.single[:m] = self.shard_width[:m] * HASH_SPACE <= 1.5  # one key: cannot be cut
+        self.single[:m] = self.shard_width[:m] * HASH_SPACE <= 1.5
+        if self.one_key_slice.any():
+            key_load = np.where(self.one_key_slice, np.maximum(self.point, self.expected), 0.0)
+            hot = np.bincount(view.slice_shard, weights=key_load, minlength=m)
+            self.single[:m] |= (hot > 0) & (hot >= config.hot_key_rejoin * np.asarray(capacity, dtype=np.float64))
         self.n_total = m
         self.used_slice = np.zeros(view.n_slices, dtype=bool)  # cut by range this round
         self.keys: KeyIndex | None = None
@@ -241,8 +251,8 @@ def isolate_hot_keys(r: Round, hot_hashes: Sequence[int], hot_upper: np.ndarray)
         h, load = int(hashes[k]), float(hot_upper[k])
         if load < r.cfg.hot_key_fraction * r.capacity[s]:
             continue
-        if r.single[s]:
-            continue  # already alone in its shard
+        if r.one_key_slice[i]:
+            continue  # already isolated
         if not r.alive[s] or r.changed[s]:
             r.skip("already changed this round")
             continue
