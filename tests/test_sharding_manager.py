@@ -91,6 +91,30 @@ def test_overload_is_shed_to_the_coldest_shard_with_room_before_splitting():
     assert sum(s.end - s.start for s in m.slices if s.shard == "s3") == HASH_SPACE // 4 + (a.end - a.start)
 
 
+def test_relief_makes_no_further_new_shard_once_one_got_less_than_half_its_share(monkeypatch):
+    from fastshard.sharding import balance
+
+    real_select = balance.select
+
+    def select_near_tenth(r, s, want, ceiling, **kw):  # noqa: ANN001, ANN202
+        # after the first cut, only ranges near a tenth of the wanted load can be cut (what
+        # a shard left with a few heavy ranges offers)
+        if not r.actions:
+            return real_select(r, s, want, ceiling, **kw)
+        return real_select(r, s, 0.1 * want, 0.1 * ceiling, unit=kw.get("unit", "upper"))
+
+    monkeypatch.setattr(balance, "select", select_near_tenth)
+    m = ShardMap(2, ["a", "b"])
+    kl = KeyLoad(1, n=2000, zipf=0.3)
+    cfg = PlannerConfig(imbalance_tolerance=None, node_imbalance=None, max_move_fraction=1.0)
+    plan = ShardManager(m, capacity=100.0, config=cfg).adjust_sharding(
+        LoadForecast(m.epoch, np.array([400.0, 10.0]), key_hashes=kl.hashes, key_load=kl.weights))
+    new_shards = {a.to_shard for a in plan.actions if isinstance(a, Reassign) and a.kind == "split"}
+    # one shard filled as planned, one that got a tenth: then relief stops (it used to make a
+    # new shard per cut, 40 nearly empty ones on a steep ramp in the simulator)
+    assert len(new_shards) == 2
+
+
 def test_upper_bound_guards_overload_but_the_point_forecast_sizes_the_move():
     m = ShardMap(4, ["a", "b"])
     mgr = ShardManager(m, capacity=100.0, config=PlannerConfig(imbalance_tolerance=None))

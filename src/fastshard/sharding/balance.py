@@ -3,7 +3,8 @@
 * :func:`relieve_overload` - a shard predicted over its high-water mark (or whose upper
   bound crosses capacity while its point forecast is near it) sheds the least that brings it
   back, plus a margin: to the coldest shard that can take it all, else into a new shard
-  (shards created earlier in the round are filled before another is made);
+  (shards created earlier in the round are filled before another is made; one that gets less
+  than half its share ends the shard's relief for the round);
 * :func:`retire_surplus` - when the others could carry the load at most ``retire_below`` x
   capacity on average, the shard with the fewest keys is emptied into the coldest ones (over
   several rounds if the movement budget requires; it takes no new load meanwhile);
@@ -123,11 +124,17 @@ def _shed(r: Round, s: int, need: float, want: float, proactive: bool, reason: s
             if r.created[t] and not _has_load(r, t):
                 _drop_empty(r, t)
             break
+        got = 0.0
         for w in wins:
             r.move(s, t, w, kind, reason + (f"; {r.names[t]} has room" if kind == "resize" else ""),
                    proactive=proactive)
-            moved += w.upper
+            got += w.upper
+        moved += got
         heapq.heappush(coldest, (float(r.shard_upper[t] / max(r.capacity[t], 1e-12)), t))
+        if r.created[t] and got < 0.5 * take:
+            # the ranges left are too heavy to cut near the wanted amount: a further new
+            # shard would get as little (a steep ramp once made 41 nearly empty shards at once)
+            break
     return moved
 
 
